@@ -1,0 +1,115 @@
+"""Class metadata of a segmentation label set: names, display colors, thing flags.
+
+Cityscapes' 19 training classes are the default label set of every model; the
+Cityscapes label ids (used by the official evaluation files) are kept beside the
+train ids so results can be written in the official formats.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IGNORE_ID = 255
+
+
+@dataclass(frozen=True)
+class ClassMetadata:
+    """Names, colors and thing flags of a label set, indexed by train id.
+
+    Args:
+        names: class name per train id.
+        colors: (r, g, b) display color per train id.
+        is_thing: True for countable classes that get one segment per instance.
+        label_ids: dataset label id per train id (Cityscapes `labelIds`), used
+            when writing official evaluation files.
+        ignore_id: value of unlabeled pixels in semantic maps.
+    """
+
+    names: tuple[str, ...]
+    colors: tuple[tuple[int, int, int], ...]
+    is_thing: tuple[bool, ...]
+    label_ids: tuple[int, ...]
+    ignore_id: int = IGNORE_ID
+
+    def __post_init__(self) -> None:
+        n = len(self.names)
+        if not (len(self.colors) == len(self.is_thing) == len(self.label_ids) == n):
+            raise ValueError(
+                f"class metadata lists differ in length: {n} names, {len(self.colors)} colors, "
+                f"{len(self.is_thing)} thing flags, {len(self.label_ids)} label ids"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    @property
+    def thing_ids(self) -> tuple[int, ...]:
+        return tuple(i for i, thing in enumerate(self.is_thing) if thing)
+
+    @property
+    def stuff_ids(self) -> tuple[int, ...]:
+        return tuple(i for i, thing in enumerate(self.is_thing) if not thing)
+
+    def to_dict(self) -> dict:
+        """Plain-data form stored in checkpoints."""
+        return {
+            "names": list(self.names),
+            "colors": [list(c) for c in self.colors],
+            "is_thing": list(self.is_thing),
+            "label_ids": list(self.label_ids),
+            "ignore_id": self.ignore_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ClassMetadata":
+        try:
+            return cls(
+                names=tuple(str(n) for n in data["names"]),
+                colors=tuple(tuple(int(v) for v in c) for c in data["colors"]),
+                is_thing=tuple(bool(t) for t in data["is_thing"]),
+                label_ids=tuple(int(i) for i in data["label_ids"]),
+                ignore_id=int(data.get("ignore_id", IGNORE_ID)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"invalid class metadata ({exc!r}): expected keys names, colors, is_thing, label_ids") from exc
+
+
+# Cityscapes training classes: (name, label id, color, is_thing), from the official label table.
+_CITYSCAPES = (
+    ("road", 7, (128, 64, 128), False),
+    ("sidewalk", 8, (244, 35, 232), False),
+    ("building", 11, (70, 70, 70), False),
+    ("wall", 12, (102, 102, 156), False),
+    ("fence", 13, (190, 153, 153), False),
+    ("pole", 17, (153, 153, 153), False),
+    ("traffic light", 19, (250, 170, 30), False),
+    ("traffic sign", 20, (220, 220, 0), False),
+    ("vegetation", 21, (107, 142, 35), False),
+    ("terrain", 22, (152, 251, 152), False),
+    ("sky", 23, (70, 130, 180), False),
+    ("person", 24, (220, 20, 60), True),
+    ("rider", 25, (255, 0, 0), True),
+    ("car", 26, (0, 0, 142), True),
+    ("truck", 27, (0, 0, 70), True),
+    ("bus", 28, (0, 60, 100), True),
+    ("train", 31, (0, 80, 100), True),
+    ("motorcycle", 32, (0, 0, 230), True),
+    ("bicycle", 33, (119, 11, 32), True),
+)
+
+CITYSCAPES = ClassMetadata(
+    names=tuple(c[0] for c in _CITYSCAPES),
+    label_ids=tuple(c[1] for c in _CITYSCAPES),
+    colors=tuple(c[2] for c in _CITYSCAPES),
+    is_thing=tuple(c[3] for c in _CITYSCAPES),
+)
+
+DATASETS = {"cityscapes": CITYSCAPES}
+
+
+def class_metadata(dataset: str) -> ClassMetadata:
+    """Metadata of a named label set (`cityscapes`)."""
+    try:
+        return DATASETS[dataset]
+    except KeyError:
+        raise ValueError(f"unknown dataset {dataset!r}: choose one of {sorted(DATASETS)}") from None

@@ -1,0 +1,52 @@
+"""Checking camera images and turning them into RGB tensors on the model's device."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# encoding -> (channels, channel order to reach RGB)
+ENCODINGS: dict[str, tuple[int, tuple[int, ...]]] = {
+    "rgb8": (3, (0, 1, 2)),
+    "bgr8": (3, (2, 1, 0)),
+    "rgba8": (4, (0, 1, 2)),
+    "bgra8": (4, (2, 1, 0)),
+    "mono8": (1, (0, 0, 0)),
+}
+
+
+class ImageError(ValueError):
+    """An input image that cannot be segmented; the message says what was wrong and what to do."""
+
+
+def check_image(image: object, encoding: str) -> np.ndarray:
+    """Validate an image for `encoding`; returns it as an (H, W, C) uint8 array (a view, no copy)."""
+    if encoding not in ENCODINGS:
+        raise ImageError(f"unknown image encoding {encoding!r}: use one of {', '.join(ENCODINGS)}")
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ImageError(f"image dtype must be uint8 for {encoding}, got {image.dtype}: convert it to 8-bit first")
+    channels = ENCODINGS[encoding][0]
+    if image.ndim == 2 and channels == 1:
+        image = image[:, :, None]
+    if image.ndim != 3:
+        raise ImageError(f"image must have shape (H, W, {channels}) for {encoding}, got {image.shape}")
+    if image.shape[2] != channels:
+        raise ImageError(
+            f"image has {image.shape[2]} channels but encoding {encoding} has {channels}: "
+            "pass the encoding that matches the data"
+        )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ImageError(f"image is empty: shape {image.shape}")
+    return image
+
+
+def image_to_tensor(image: np.ndarray, encoding: str, device: torch.device) -> torch.Tensor:
+    """(H, W, C) uint8 array in `encoding` -> (1, 3, H, W) float32 RGB 0..255 on `device`.
+
+    The uint8 data crosses to the device once; channel order and type change there.
+    """
+    order = ENCODINGS[encoding][1]
+    pixels = torch.from_numpy(np.ascontiguousarray(image)).to(device, non_blocking=True)  # (H, W, C) uint8
+    rgb = pixels[:, :, list(order)]  # (H, W, 3)
+    return rgb.permute(2, 0, 1).unsqueeze(0).float()  # (1, 3, H, W)

@@ -1,0 +1,182 @@
+"""The Segmenter: one camera image in, semantic map, panoptic map and segments out.
+
+It serves the ROS node, replay, evaluation and benchmarks alike:
+
+    seg = Segmenter(model="pem_stdc1", weights="pem_stdc1.pt", device="auto")
+    result = seg.segment(image, encoding="rgb8")   # (H, W, 3) uint8
+
+Pre-processing (channel order, optional resize to a network size) and
+post-processing (semantic argmax, panoptic merge, resize to the input size,
+segment statistics) run on the model's device; results come back in one copy
+per map.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ros_seg.data.class_metadata import ClassMetadata
+from ros_seg.inference.backends.torch_backend import PRECISIONS, TorchBackend
+from ros_seg.inference.image_input import check_image, image_to_tensor
+from ros_seg.inference.postprocess import panoptic_inference, segment_statistics, semantic_inference
+from ros_seg.inference.result import Segment, SegmentationResult
+from ros_seg.models.load import load_model
+
+BACKENDS = ("torch",)
+OUTPUT_RESOLUTIONS = ("input", "network")
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> torch.device, with a clear error if unavailable."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available: use 'cpu' or 'auto'")
+        index = int(device[5:]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return torch.device(device)
+    raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
+
+
+class Segmenter:
+    """Segments images with a MaskFormer-family model.
+
+    Args:
+        model: model name (e.g. "pem_stdc1") or config path; may be None when weights are given.
+        weights: ros_seg checkpoint; None gives random weights (speed tests only).
+        device: "auto", "cpu", "cuda" or "cuda:N".
+        precision: "fp32", "fp16" or "bf16" (autocast).
+        backend: inference backend ("torch").
+        input_size: (H, W) the image is resized to before the network; None keeps its size.
+        output_resolution: "input" (label maps at the image's size) or "network".
+        object_mask_threshold: panoptic query score threshold (default from the model config).
+        overlap_threshold: panoptic overlap threshold (default from the model config).
+        channels_last: NHWC convolutions.
+    """
+
+    def __init__(
+        self,
+        model: str | None = "pem_stdc1",
+        weights: str | None = None,
+        device: str = "auto",
+        precision: str = "fp32",
+        backend: str = "torch",
+        input_size: tuple[int, int] | None = None,
+        output_resolution: str = "input",
+        object_mask_threshold: float | None = None,
+        overlap_threshold: float | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+        if output_resolution not in OUTPUT_RESOLUTIONS:
+            raise ValueError(f"output_resolution must be one of {OUTPUT_RESOLUTIONS}, got {output_resolution!r}")
+        if input_size is not None and (len(input_size) != 2 or min(input_size) <= 0):
+            raise ValueError(f"input_size must be (height, width) > 0, got {input_size}")
+        self.device = resolve_device(device)
+        loaded = load_model(model, weights)
+        self.config = loaded.config
+        self.metadata: ClassMetadata = loaded.metadata
+        self.weights = loaded.weights
+        self.backend = TorchBackend(loaded.model, self.device, precision, channels_last)
+        self.precision = precision
+        self.input_size = tuple(input_size) if input_size is not None else None
+        self.output_resolution = output_resolution
+        self.object_mask_threshold = (
+            self.config.inference.object_mask_threshold if object_mask_threshold is None else object_mask_threshold
+        )
+        self.overlap_threshold = (
+            self.config.inference.overlap_threshold if overlap_threshold is None else overlap_threshold
+        )
+        self.size_divisibility = self.config.input.size_divisibility
+
+    @property
+    def model_name(self) -> str:
+        return self.config.name
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @torch.inference_mode()
+    def segment(self, image: np.ndarray, encoding: str = "rgb8") -> SegmentationResult:
+        """Segment one (H, W, C) uint8 image given in `encoding` (rgb8, bgr8, rgba8, bgra8, mono8)."""
+        image = check_image(image, encoding)
+        t0 = time.perf_counter()
+        x = image_to_tensor(image, encoding, self.device)  # (1, 3, H, W)
+        in_size = (image.shape[0], image.shape[1])
+        if self.input_size is not None and self.input_size != in_size:
+            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
+        net_size = (x.shape[2], x.shape[3])
+        d = self.size_divisibility
+        padded = (-(-net_size[0] // d) * d, -(-net_size[1] // d) * d)
+        self._sync()
+        t1 = time.perf_counter()
+        class_logits, mask_logits = self.backend.infer(x)
+        self._sync()
+        t2 = time.perf_counter()
+        out_size = in_size if self.output_resolution == "input" else net_size
+        result = self._postprocess(class_logits[0], mask_logits[0], net_size, padded, out_size)
+        t3 = time.perf_counter()
+        result.timings = {
+            "preprocess": (t1 - t0) * 1e3,
+            "infer": (t2 - t1) * 1e3,
+            "postprocess": (t3 - t2) * 1e3,
+        }
+        return result
+
+    def _postprocess(
+        self,
+        class_logits: torch.Tensor,
+        mask_logits: torch.Tensor,
+        net_size: tuple[int, int],
+        padded: tuple[int, int],
+        out_size: tuple[int, int],
+    ) -> SegmentationResult:
+        meta = self.metadata
+        semantic = semantic_inference(class_logits, mask_logits, net_size, padded, out_size)
+        pan = panoptic_inference(
+            class_logits,
+            mask_logits,
+            meta,
+            net_size,
+            padded,
+            out_size,
+            self.object_mask_threshold,
+            self.overlap_threshold,
+        )
+        stats = segment_statistics(pan.panoptic, len(pan.classes))
+        sem_dtype = torch.uint8 if meta.num_classes <= 255 else torch.int32
+        semantic_np = semantic.to(sem_dtype).cpu().numpy()
+        if sem_dtype == torch.int32:
+            semantic_np = semantic_np.astype(np.uint16)
+        panoptic_np = pan.panoptic.cpu().numpy()
+        host = {k: v.cpu().tolist() for k, v in stats.items()}
+        classes, scores = pan.classes.cpu().tolist(), pan.scores.cpu().tolist()
+        segments = []
+        for i, (cls, score) in enumerate(zip(classes, scores)):
+            if host["area"][i] == 0:
+                continue
+            x0, y0, x1, y1 = host["x0"][i], host["y0"][i], host["x1"][i], host["y1"][i]
+            segments.append(
+                Segment(
+                    id=i + 1,
+                    class_id=cls,
+                    class_name=meta.names[cls],
+                    is_thing=meta.is_thing[cls],
+                    score=float(score),
+                    area=int(host["area"][i]),
+                    bbox=(x0, y0, x1 - x0 + 1, y1 - y0 + 1),
+                    centroid=(float(host["cx"][i]), float(host["cy"][i])),
+                )
+            )
+        return SegmentationResult(semantic=semantic_np, panoptic=panoptic_np, segments=segments)

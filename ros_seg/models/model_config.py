@@ -1,0 +1,117 @@
+"""Model configuration: a YAML file under config/models/ parsed into typed, checked sections.
+
+Every key is known: a misspelled or unknown key is an error naming the key, the
+section and the file, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A model configuration that cannot be used; the message says what and where."""
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "resnet50"
+
+
+@dataclass
+class PixelDecoderConfig:
+    name: str = "pem"
+    conv_dim: int = 128
+    mask_dim: int = 256
+
+
+@dataclass
+class TransformerDecoderConfig:
+    name: str = "masked"
+    hidden_dim: int = 256
+    num_queries: int = 100
+    num_heads: int = 8
+    dim_feedforward: int = 2048
+    num_layers: int = 6
+    pre_norm: bool = True
+    cross_attention: str = "pem"
+
+
+@dataclass
+class InputConfig:
+    pixel_mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
+    pixel_std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
+    size_divisibility: int = 32
+
+
+@dataclass
+class InferenceConfig:
+    object_mask_threshold: float = 0.8
+    overlap_threshold: float = 0.8
+
+
+@dataclass
+class ModelConfig:
+    """A whole model: label set, architecture pieces, input normalization, inference thresholds."""
+
+    name: str = "model"
+    dataset: str = "cityscapes"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    pixel_decoder: PixelDecoderConfig = field(default_factory=PixelDecoderConfig)
+    transformer_decoder: TransformerDecoderConfig = field(default_factory=TransformerDecoderConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "ModelConfig":
+        return _build(cls, data, source, section="")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "ModelConfig":
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read model config {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"model config {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"model config {path} must be a YAML mapping, got {type(data).__name__}")
+        return cls.from_dict(data, source=str(path))
+
+
+def _build(cls: type, data: Any, source: str, section: str) -> Any:
+    where = f"section '{section}' of {source}" if section else source
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        default = getattr(cls(), name)
+        key = f"{section}.{name}" if section else name
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, source, key)
+        else:
+            kwargs[name] = _coerce(value, default, key, source)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is list and isinstance(value, list):
+        return [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(f"'{key}' in {source} must be {expected.__name__}, got {value!r}")
+    return value

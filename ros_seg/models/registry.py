@@ -1,0 +1,102 @@
+"""Named models: a name like `pem_r50` maps to config/models/pem_r50.yaml, which is
+built into a MaskFormer from the registered backbones, pixel decoders and
+transformer decoders. `--model` also accepts the path of a config file.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from torch import nn
+
+from ros_seg.data.class_metadata import ClassMetadata, class_metadata
+from ros_seg.models.backbones import build_backbone
+from ros_seg.models.mask_former import MaskFormer
+from ros_seg.models.model_config import ConfigError, ModelConfig
+from ros_seg.models.pixel_decoders.pem_pixel_decoder import PEMPixelDecoder
+from ros_seg.models.transformer_decoders.masked_transformer_decoder import MaskedTransformerDecoder
+
+PIXEL_DECODERS: dict[str, Callable[..., nn.Module]] = {"pem": PEMPixelDecoder}
+TRANSFORMER_DECODERS: dict[str, Callable[..., nn.Module]] = {"masked": MaskedTransformerDecoder}
+
+
+def config_dirs() -> list[Path]:
+    """Where named model configs are looked up, in order.
+
+    $ROS_SEG_CONFIG_DIR, the source checkout's config/models (also reached through
+    colcon's symlinked install), and share/ros_seg/config/models of every prefix
+    on AMENT_PREFIX_PATH (a colcon or apt install).
+    """
+    dirs = []
+    if os.environ.get("ROS_SEG_CONFIG_DIR"):
+        dirs.append(Path(os.environ["ROS_SEG_CONFIG_DIR"]))
+    dirs.append(Path(__file__).resolve().parents[2] / "config" / "models")
+    for prefix in filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):
+        dirs.append(Path(prefix) / "share" / "ros_seg" / "config" / "models")
+    return dirs
+
+
+def model_names() -> list[str]:
+    """Every model name with a config file in the config directories."""
+    names = set()
+    for d in config_dirs():
+        if d.is_dir():
+            names.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(names)
+
+
+def resolve_config(model: str) -> Path:
+    """Config file of a model name or path; ConfigError listing the known names otherwise."""
+    if model.endswith((".yaml", ".yml")) or os.sep in model:
+        path = Path(model)
+        if not path.is_file():
+            raise ConfigError(f"model config file {path} does not exist")
+        return path
+    for d in config_dirs():
+        path = d / f"{model}.yaml"
+        if path.is_file():
+            return path
+    raise ConfigError(f"unknown model {model!r}: choose one of {model_names()} or give a config file path")
+
+
+def load_model_config(model: str) -> ModelConfig:
+    """ModelConfig of a model name or config path."""
+    return ModelConfig.from_yaml(resolve_config(model))
+
+
+def build_model(config: ModelConfig) -> tuple[MaskFormer, ClassMetadata]:
+    """A freshly initialized model and its label set."""
+    metadata = class_metadata(config.dataset)
+    backbone = build_backbone(config.backbone.name)
+    in_channels = tuple(backbone.out_channels[k] for k in ("res2", "res3", "res4", "res5"))
+    pd = config.pixel_decoder
+    if pd.name not in PIXEL_DECODERS:
+        raise ConfigError(f"unknown pixel_decoder.name {pd.name!r}: choose one of {sorted(PIXEL_DECODERS)}")
+    pixel_decoder = PIXEL_DECODERS[pd.name](in_channels, conv_dim=pd.conv_dim, mask_dim=pd.mask_dim)
+    td = config.transformer_decoder
+    if td.name not in TRANSFORMER_DECODERS:
+        raise ConfigError(
+            f"unknown transformer_decoder.name {td.name!r}: choose one of {sorted(TRANSFORMER_DECODERS)}"
+        )
+    transformer_decoder = TRANSFORMER_DECODERS[td.name](
+        in_channels=pd.conv_dim,
+        num_classes=metadata.num_classes,
+        hidden_dim=td.hidden_dim,
+        num_queries=td.num_queries,
+        num_heads=td.num_heads,
+        dim_feedforward=td.dim_feedforward,
+        num_layers=td.num_layers,
+        pre_norm=td.pre_norm,
+        mask_dim=pd.mask_dim,
+        cross_attention=td.cross_attention,
+    )
+    model = MaskFormer(
+        backbone,
+        pixel_decoder,
+        transformer_decoder,
+        pixel_mean=config.input.pixel_mean,
+        pixel_std=config.input.pixel_std,
+        size_divisibility=config.input.size_divisibility,
+    )
+    return model, metadata

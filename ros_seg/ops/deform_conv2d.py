@@ -1,0 +1,337 @@
+"""Modulated deformable convolution (DCNv2), pure-PyTorch reference and dispatcher.
+
+Zhu, Hu, Lin, Dai, "Deformable ConvNets v2: More Deformable, Better Results",
+CVPR 2019. Every kernel tap samples the input at a learned fractional position
+(bilinear interpolation) and is scaled by a learned modulation scalar.
+
+Layouts and semantics are those of ``torchvision.ops.deform_conv2d``:
+
+- input  ``(N, C_in, H, W)``
+- offset ``(N, 2 * offset_groups * kh * kw, H_out, W_out)``; for offset group
+  ``g`` and kernel tap ``k`` (row-major over ``kh, kw``) channel
+  ``2 * (g * kh * kw + k)`` is ``dy`` and the next one is ``dx``.
+- mask   ``(N, offset_groups * kh * kw, H_out, W_out)`` or ``None`` (all ones);
+  channel ``g * kh * kw + k``.
+- weight ``(C_out, C_in // groups, kh, kw)``; ``groups = C_in // weight.shape[1]``.
+- bias   ``(C_out,)`` or ``None``.
+- output ``(N, C_out, H_out, W_out)`` with
+  ``H_out = (H + 2 * pad_h - dil_h * (kh - 1) - 1) // stride_h + 1`` (same for W).
+
+Offset group ``g`` moves the input channels ``[g * C_in / offset_groups, (g + 1) *
+C_in / offset_groups)``. Tap ``(i, j)`` of output pixel ``(y, x)`` samples
+``py = y * stride_h - pad_h + i * dil_h + dy`` and
+``px = x * stride_w - pad_w + j * dil_w + dx``. A sample with ``py <= -1``,
+``py >= H``, ``px <= -1`` or ``px >= W`` is zero; otherwise each of its four
+bilinear corners counts with its bilinear weight when it lies in the image and
+as zero when it does not.
+
+The reference gathers all four corners of every tap with one
+``embedding_bag`` (a fused gather and weighted sum, differentiable in the
+table and in the per-sample weights) straight into a channels-last column
+buffer ``(N, H_out, W_out, kh * kw * C_in)``, then contracts it with the weight
+as a 1x1 convolution. Peak memory is about that column buffer.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+IntPair = tuple[int, int]
+DeformConv2dKernel = Callable[
+    [Tensor, Tensor, Tensor, "Tensor | None", IntPair, IntPair, IntPair, "Tensor | None"], Tensor
+]
+"""A device kernel: ``(input, offset, weight, bias, stride, padding, dilation, mask) -> output``
+with validated tensors and the three geometry arguments as ``(h, w)`` pairs."""
+
+_cuda_kernel: DeformConv2dKernel | None = None
+
+
+class _Geometry(NamedTuple):
+    """Validated convolution geometry, every pair as (h, w)."""
+
+    kernel: IntPair
+    stride: IntPair
+    padding: IntPair
+    dilation: IntPair
+    groups: int
+    offset_groups: int
+    out_size: IntPair
+
+
+def _pair(value: int | tuple[int, int], name: str, minimum: int) -> IntPair:
+    """An int or a pair of ints as an (h, w) pair, each at least `minimum`."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v >= minimum for v in pair):
+        raise ValueError(f"deform_conv2d: {name} must be an int >= {minimum} or a pair of them, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _check_arguments(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: int | tuple[int, int],
+    padding: int | tuple[int, int],
+    dilation: int | tuple[int, int],
+    mask: Tensor | None,
+) -> _Geometry:
+    """Check every shape, dtype and device; derive groups, offset groups and the output size."""
+    stride_hw = _pair(stride, "stride", 1)
+    padding_hw = _pair(padding, "padding", 0)
+    dilation_hw = _pair(dilation, "dilation", 1)
+    if input.dim() != 4:
+        raise ValueError(f"deform_conv2d: input must be (N, C_in, H, W), got shape {tuple(input.shape)}")
+    if weight.dim() != 4 or min(weight.shape) == 0:
+        raise ValueError(f"deform_conv2d: weight must be (C_out, C_in // groups, kh, kw), got shape {tuple(weight.shape)}")
+    n, c_in, height, width = input.shape
+    c_out, c_per_group, kh, kw = weight.shape
+    if c_in % c_per_group != 0 or c_out % (c_in // c_per_group) != 0:
+        raise ValueError(
+            f"deform_conv2d: weight shape {tuple(weight.shape)} does not fit input channels {c_in}: "
+            f"weight.shape[1] must divide C_in, and C_out must be divisible by groups = C_in // weight.shape[1]"
+        )
+    groups = c_in // c_per_group
+    h_out = (height + 2 * padding_hw[0] - dilation_hw[0] * (kh - 1) - 1) // stride_hw[0] + 1
+    w_out = (width + 2 * padding_hw[1] - dilation_hw[1] * (kw - 1) - 1) // stride_hw[1] + 1
+    if h_out <= 0 or w_out <= 0:
+        raise ValueError(
+            f"deform_conv2d: input of spatial size {(height, width)} is too small for kernel {(kh, kw)} "
+            f"with padding {padding_hw} and dilation {dilation_hw} (output size {(h_out, w_out)})"
+        )
+    taps = kh * kw
+    if offset.dim() != 4 or offset.shape[1] == 0 or offset.shape[1] % (2 * taps) != 0:
+        raise ValueError(
+            f"deform_conv2d: offset must be (N, 2 * offset_groups * {kh} * {kw}, {h_out}, {w_out}), "
+            f"got shape {tuple(offset.shape)}"
+        )
+    offset_groups = offset.shape[1] // (2 * taps)
+    if tuple(offset.shape) != (n, 2 * offset_groups * taps, h_out, w_out):
+        raise ValueError(
+            f"deform_conv2d: offset must be (N, 2 * offset_groups * kh * kw, H_out, W_out) = "
+            f"{(n, 2 * offset_groups * taps, h_out, w_out)}, got shape {tuple(offset.shape)}"
+        )
+    if c_in % offset_groups != 0:
+        raise ValueError(
+            f"deform_conv2d: offset has {offset_groups} offset groups (offset.shape[1] = {offset.shape[1]}), "
+            f"which must divide the {c_in} input channels"
+        )
+    if mask is not None and tuple(mask.shape) != (n, offset_groups * taps, h_out, w_out):
+        raise ValueError(
+            f"deform_conv2d: mask must be (N, offset_groups * kh * kw, H_out, W_out) = "
+            f"{(n, offset_groups * taps, h_out, w_out)}, got shape {tuple(mask.shape)}"
+        )
+    if bias is not None and tuple(bias.shape) != (c_out,):
+        raise ValueError(f"deform_conv2d: bias must be (C_out,) = ({c_out},), got shape {tuple(bias.shape)}")
+    if not input.is_floating_point():
+        raise ValueError(f"deform_conv2d: input must be a floating-point tensor, got {input.dtype}")
+    for name, tensor in (("offset", offset), ("weight", weight), ("bias", bias), ("mask", mask)):
+        if tensor is not None and (tensor.dtype != input.dtype or tensor.device != input.device):
+            raise ValueError(
+                f"deform_conv2d: {name} must have the input's dtype and device ({input.dtype}, {input.device}), "
+                f"got ({tensor.dtype}, {tensor.device})"
+            )
+    return _Geometry((kh, kw), stride_hw, padding_hw, dilation_hw, groups, offset_groups, (h_out, w_out))
+
+
+def _bilinear_corners(
+    offset: Tensor, mask: Tensor | None, geometry: _Geometry, height: int, width: int
+) -> tuple[Tensor, Tensor]:
+    """Flat input-pixel indices and modulated bilinear weights of the four corners of every sample.
+
+    Returns ``(pixels, weights)``, both ``(N, offset_groups, kh * kw, H_out, W_out, 4)``, corners
+    ordered (top-left, top-right, bottom-left, bottom-right). ``pixels`` indexes the rows of the
+    input viewed as ``(N * H * W, C_in)``; corners outside the image are clamped to an edge pixel
+    and carry weight zero. Coordinates are computed in at least float32.
+    """
+    n = offset.shape[0]
+    kh, kw = geometry.kernel
+    taps = kh * kw
+    h_out, w_out = geometry.out_size
+    dtype = torch.promote_types(offset.dtype, torch.float32)
+    device = offset.device
+    offset = offset.view(n, geometry.offset_groups, taps, 2, h_out, w_out).to(dtype)  # (N, og, K, (dy, dx), Ho, Wo)
+    tap_y = torch.arange(kh, device=device, dtype=dtype).repeat_interleave(kw) * geometry.dilation[0]  # (K,)
+    tap_x = torch.arange(kw, device=device, dtype=dtype).repeat(kh) * geometry.dilation[1]  # (K,)
+    out_y = torch.arange(h_out, device=device, dtype=dtype) * geometry.stride[0] - geometry.padding[0]  # (Ho,)
+    out_x = torch.arange(w_out, device=device, dtype=dtype) * geometry.stride[1] - geometry.padding[1]  # (Wo,)
+    py = offset[:, :, :, 0] + (tap_y.view(taps, 1, 1) + out_y.view(1, h_out, 1))  # (N, og, K, Ho, Wo)
+    px = offset[:, :, :, 1] + (tap_x.view(taps, 1, 1) + out_x.view(1, 1, w_out))  # (N, og, K, Ho, Wo)
+
+    y0 = py.detach().floor()
+    x0 = px.detach().floor()
+    frac_y = py - y0  # carries the gradient w.r.t. the offset
+    frac_x = px - x0
+    inside = (py > -1) & (py < height) & (px > -1) & (px < width)
+    if mask is None:
+        modulation = inside.to(dtype)
+    else:
+        modulation = mask.view(n, geometry.offset_groups, taps, h_out, w_out).to(dtype) * inside
+    # y0 >= -1 and y0 <= H - 1 hold for every inside sample, so only these two corner checks remain.
+    top = (1 - frac_y) * (y0 >= 0) * modulation
+    bottom = frac_y * (y0 <= height - 2) * modulation
+    left = (1 - frac_x) * (x0 >= 0)
+    right = frac_x * (x0 <= width - 2)
+    weights = torch.stack((top * left, top * right, bottom * left, bottom * right), dim=-1)
+
+    image_start = torch.arange(n, device=device).view(n, 1, 1, 1, 1) * (height * width)  # (N, 1, 1, 1, 1)
+    row0 = image_start + y0.clamp(0, height - 1).long() * width
+    row1 = image_start + (y0 + 1).clamp(0, height - 1).long() * width
+    col0 = x0.clamp(0, width - 1).long()
+    col1 = (x0 + 1).clamp(0, width - 1).long()
+    pixels = torch.stack((row0 + col0, row0 + col1, row1 + col0, row1 + col1), dim=-1)
+    return pixels, weights
+
+
+def deform_conv2d_reference(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Pure-PyTorch deformable convolution v2 on any device; arguments as in :func:`deform_conv2d`."""
+    geometry = _check_arguments(input, offset, weight, bias, stride, padding, dilation, mask)
+    n, c_in, height, width = input.shape
+    kh, kw = geometry.kernel
+    taps = kh * kw
+    h_out, w_out = geometry.out_size
+    groups = geometry.groups
+    # Channels split into `chunks` equal slices, each inside one offset group and one conv group.
+    chunks = math.lcm(geometry.offset_groups, groups)
+    chunks_per_offset_group = chunks // geometry.offset_groups
+    chunks_per_group = chunks // groups
+
+    pixels, weights = _bilinear_corners(offset, mask, geometry, height, width)
+
+    def to_column_order(per_offset_group: Tensor) -> Tensor:
+        """(N, og, K, Ho, Wo, 4) -> (N, Ho, Wo, groups, K, chunks_per_group, 4), one row per chunk."""
+        per_chunk = per_offset_group.view(n, geometry.offset_groups, 1, taps, h_out, w_out, 4).expand(
+            -1, -1, chunks_per_offset_group, -1, -1, -1, -1
+        )
+        per_chunk = per_chunk.reshape(n, groups, chunks_per_group, taps, h_out, w_out, 4)
+        return per_chunk.permute(0, 4, 5, 1, 3, 2, 6)
+
+    chunk_index = torch.arange(chunks, device=input.device).view(groups, 1, chunks_per_group, 1)  # (G, 1, L/G, 1)
+    rows = (to_column_order(pixels) * chunks + chunk_index).reshape(-1, 4)  # (N*Ho*Wo*G*K*L/G, 4)
+    bag_weights = to_column_order(weights).reshape(-1, 4).to(input.dtype)  # (N*Ho*Wo*G*K*L/G, 4)
+    table = input.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)  # (N, H, W, C_in)
+    table = table.reshape(n * height * width * chunks, c_in // chunks)  # (N*H*W*L, C_in/L), a view
+    columns = F.embedding_bag(rows, table, per_sample_weights=bag_weights, mode="sum")  # (N*Ho*Wo*G*K*L/G, C_in/L)
+    columns = columns.view(n, h_out, w_out, taps * c_in).permute(0, 3, 1, 2)  # (N, K*C_in, Ho, Wo), channels-last
+    # Within conv group g the columns run over (tap, channel); the weight is reordered to match.
+    weight_1x1 = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], taps * weight.shape[1], 1, 1)
+    output = F.conv2d(columns, weight_1x1, bias, groups=groups)  # (N, C_out, Ho, Wo)
+    return output.contiguous()
+
+
+def register_cuda_kernel(kernel: DeformConv2dKernel | None) -> DeformConv2dKernel | None:
+    """Make `kernel` serve :func:`deform_conv2d` for CUDA tensors (``None`` removes it); returns the previous one."""
+    global _cuda_kernel
+    previous, _cuda_kernel = _cuda_kernel, kernel
+    return previous
+
+
+def deform_conv2d(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Modulated deformable convolution (DCNv2), layouts as ``torchvision.ops.deform_conv2d``.
+
+    Args:
+        input: ``(N, C_in, H, W)``.
+        offset: ``(N, 2 * offset_groups * kh * kw, H_out, W_out)``, (dy, dx) interleaved per tap.
+        weight: ``(C_out, C_in // groups, kh, kw)``.
+        bias: ``(C_out,)`` or None.
+        stride: int or (h, w).
+        padding: int or (h, w), zero padding.
+        dilation: int or (h, w).
+        mask: ``(N, offset_groups * kh * kw, H_out, W_out)`` modulation, or None for all ones.
+
+    Returns:
+        ``(N, C_out, H_out, W_out)``.
+
+    Raises:
+        ValueError: a shape, dtype, device or geometry argument does not fit; the message names it.
+
+    Runs the registered CUDA kernel for CUDA tensors when there is one, else
+    :func:`deform_conv2d_reference`.
+    """
+    if input.is_cuda and _cuda_kernel is not None:
+        geometry = _check_arguments(input, offset, weight, bias, stride, padding, dilation, mask)
+        return _cuda_kernel(input, offset, weight, bias, geometry.stride, geometry.padding, geometry.dilation, mask)
+    return deform_conv2d_reference(input, offset, weight, bias, stride, padding, dilation, mask)
+
+
+class DeformConv2d(nn.Module):
+    """Deformable convolution v2 layer holding the weight and bias; offsets and mask come per call.
+
+    Args:
+        in_channels: input channels C_in.
+        out_channels: output channels C_out.
+        kernel_size: int or (kh, kw).
+        stride: int or (h, w).
+        padding: int or (h, w), zero padding.
+        dilation: int or (h, w).
+        groups: convolution groups; divides both channel counts.
+        bias: learn an additive bias.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if groups < 1 or in_channels % groups != 0 or out_channels % groups != 0:
+            raise ValueError(
+                f"DeformConv2d: groups ({groups}) must divide in_channels ({in_channels}) "
+                f"and out_channels ({out_channels})"
+            )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
+        self.stride = _pair(stride, "stride", 1)
+        self.padding = _pair(padding, "padding", 0)
+        self.dilation = _pair(dilation, "dilation", 1)
+        self.groups = groups
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Kaiming-uniform weight and uniform bias, as ``nn.Conv2d`` initializes them."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.weight[0].numel())
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input: Tensor, offset: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``(N, C_in, H, W)``, offset and optional mask as in :func:`deform_conv2d` -> ``(N, C_out, H_out, W_out)``."""
+        return deform_conv2d(input, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}"
+        )

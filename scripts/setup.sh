@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Sets up ros_seg in this checkout, from nothing to a built ROS 2 package:
+#   1. a virtual environment (.venv) with the pinned packages of requirements/,
+#   2. ROS 2: the sourced system installation when there is one (Humble, Jazzy,
+#      Kilted from apt), otherwise the ROS 2 Kilted wheels from PyPI,
+#   3. `colcon build` of the package (messages, Python sources, launch, config)
+#      into build/ and install/.
+# Re-running it is cheap: packages are installed again only when requirements/
+# changed, and colcon rebuilds incrementally. Then `source scripts/env.sh`.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${ROS_SEG_VENV:-$ROOT/.venv}"
+cd "$ROOT"
+
+if [ -n "${ROS_DISTRO:-}" ] && command -v colcon >/dev/null && python3 -c 'import rclpy' 2>/dev/null; then
+  ROS_MODE=system
+else
+  ROS_MODE=wheels
+fi
+echo "[setup] ROS 2: $ROS_MODE${ROS_DISTRO:+ ($ROS_DISTRO)}"
+
+# 1. Virtual environment. With a system ROS 2 the venv sees its Python packages
+#    (rclpy and the message packages come from the sourced PYTHONPATH).
+PYTHON="${PYTHON:-python3}"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV"
+  if [ "$ROS_MODE" = system ]; then
+    "$PYTHON" -m venv --system-site-packages "$VENV"
+  else
+    "$PYTHON" -m venv "$VENV"
+  fi
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+REQS=(-r requirements/core.txt)
+[ "$ROS_MODE" = wheels ] && REQS+=(-r requirements/ros.txt)
+STAMP="$VENV/.ros_seg_requirements"
+WANT="$ROS_MODE $(cat requirements/*.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  echo "[setup] installing pinned packages (requirements/)"
+  "${PIP[@]}" install --quiet "${REQS[@]}" -c requirements/lock.txt 2> >(grep -v 'is ignored: it is neither' >&2)
+  "${PIP[@]}" install --quiet --no-deps --no-build-isolation \
+    --config-settings editable_mode=compat -e . 2> >(grep -v 'is ignored: it is neither' >&2)
+  echo "$WANT" > "$STAMP"
+fi
+
+# 2./3. Build the ROS 2 package.
+PYVER="$("$VENV/bin/python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+COLCON_ARGS=(--build-base "$ROOT/build" --install-base "$ROOT/install" --base-paths "$ROOT" --symlink-install)
+mkdir -p "$ROOT/log"
+if [ "$ROS_MODE" = system ]; then
+  colcon --log-base "$ROOT/log" build "${COLCON_ARGS[@]}" --cmake-args -DBUILD_TESTING=OFF >"$ROOT/log/colcon_build.txt" 2>&1 \
+    || { tail -40 "$ROOT/log/colcon_build.txt"; echo "[setup] colcon build failed (full log: log/colcon_build.txt)"; exit 1; }
+else
+  # The wheels' CMake exports name the include directories of the Python they
+  # were built with; point those paths at this venv's Python and numpy.
+  PYINC="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+  NPINC="$("$VENV/bin/python" -c 'import numpy, os; print(os.path.join(os.path.dirname(numpy.__file__), "_core", "include"))')"
+  WHEEL_PY=/opt/python/cp311-cp311
+  if ! { mkdir -p "$WHEEL_PY/include" "$WHEEL_PY/lib/python3.11/site-packages/numpy/_core" \
+         && ln -sfn "$PYINC" "$WHEEL_PY/include/python3.11" \
+         && ln -sfn "$NPINC" "$WHEEL_PY/lib/python3.11/site-packages/numpy/_core/include"; } 2>/dev/null; then
+    echo "[setup] cannot create $WHEEL_PY (the ROS 2 wheels' CMake files need it): run this script as root once"
+    exit 1
+  fi
+  ( export PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
+    colcon --log-base "$ROOT/log" build "${COLCON_ARGS[@]}" --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF \
+      -DPython3_NumPy_INCLUDE_DIR="$WHEEL_PY/lib/python3.11/site-packages/numpy/_core/include"
+  ) >"$ROOT/log/colcon_build.txt" 2>&1 \
+    || { tail -40 "$ROOT/log/colcon_build.txt"; echo "[setup] colcon build failed (full log: log/colcon_build.txt)"; exit 1; }
+fi
+echo "$ROS_MODE $PYVER" > "$ROOT/install/.ros_seg_mode"
+echo "[setup] done: source scripts/env.sh to use ros-seg and the ROS 2 package"
