@@ -19,6 +19,9 @@ else
   export AMENT_PREFIX_PATH="$_p:$_ros_seg_venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
   export PATH="$_p/lib/ros_seg:$PATH"
 fi
+# The source tree comes first, so files added since the last colcon build are
+# found; ros_seg/__init__.py extends the package to the generated ros_seg.msg.
+export PYTHONPATH="$_ros_seg_root:$PYTHONPATH"
 # DDS discovery stays on loopback (FastDDS multicasts off the machine otherwise).
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
 if [ "${ROS_DISTRO:-}" = humble ]; then export ROS_LOCALHOST_ONLY="${ROS_LOCALHOST_ONLY:-1}"; fi

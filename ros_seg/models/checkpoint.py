@@ -113,6 +113,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
 def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
     """Load weights strictly; a missing, unexpected or mis-shaped tensor is an error listing them all."""
     expected = model.state_dict()
+    # BatchNorm step counters are absent from checkpoints of frozen or converted norms.
+    state_dict = {**{k: v for k, v in expected.items() if k.endswith("num_batches_tracked")}, **state_dict}
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     mis_shaped = [
@@ -122,11 +124,16 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     ]
     problems = []
     if missing:
-        problems.append(f"missing tensors: {', '.join(missing)}")
+        problems.append(f"missing tensors: {_listing(missing)}")
     if unexpected:
-        problems.append(f"unexpected tensors: {', '.join(unexpected)}")
+        problems.append(f"unexpected tensors: {_listing(unexpected)}")
     if mis_shaped:
         problems.append(f"mis-shaped tensors: {'; '.join(mis_shaped)}")
     if problems:
         raise CheckpointError(f"weights in {source} do not fit the model: " + " | ".join(problems))
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()})
+
+
+def _listing(names: list[str], limit: int = 30) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" ... and {len(names) - limit} more" if len(names) > limit else "")

@@ -144,48 +144,68 @@ def _bilinear_corners(
 ) -> tuple[Tensor, Tensor]:
     """Flat input-pixel indices and modulated bilinear weights of the four corners of every sample.
 
-    Returns ``(pixels, weights)``, both ``(N, offset_groups, kh * kw, H_out, W_out, 4)``, corners
+    Returns ``(pixels, weights)``, both ``(N, H_out, W_out, offset_groups, kh * kw, 4)``, corners
     ordered (top-left, top-right, bottom-left, bottom-right). ``pixels`` indexes the rows of the
-    input viewed as ``(N * H * W, C_in)``; corners outside the image are clamped to an edge pixel
-    and carry weight zero. Coordinates are computed in at least float32.
+    input viewed as ``(N * H * W, C_in)``; a corner outside the image is clamped to an edge pixel
+    and weighs zero. Coordinates are computed in at least float32. Everything is laid out
+    channels-last from the start, so the result is already in column order and few (large)
+    elementwise ops run.
     """
     n = offset.shape[0]
     kh, kw = geometry.kernel
     taps = kh * kw
+    offset_groups = geometry.offset_groups
     h_out, w_out = geometry.out_size
     dtype = torch.promote_types(offset.dtype, torch.float32)
     device = offset.device
-    offset = offset.view(n, geometry.offset_groups, taps, 2, h_out, w_out).to(dtype)  # (N, og, K, (dy, dx), Ho, Wo)
-    tap_y = torch.arange(kh, device=device, dtype=dtype).repeat_interleave(kw) * geometry.dilation[0]  # (K,)
-    tap_x = torch.arange(kw, device=device, dtype=dtype).repeat(kh) * geometry.dilation[1]  # (K,)
-    out_y = torch.arange(h_out, device=device, dtype=dtype) * geometry.stride[0] - geometry.padding[0]  # (Ho,)
-    out_x = torch.arange(w_out, device=device, dtype=dtype) * geometry.stride[1] - geometry.padding[1]  # (Wo,)
-    py = offset[:, :, :, 0] + (tap_y.view(taps, 1, 1) + out_y.view(1, h_out, 1))  # (N, og, K, Ho, Wo)
-    px = offset[:, :, :, 1] + (tap_x.view(taps, 1, 1) + out_x.view(1, 1, w_out))  # (N, og, K, Ho, Wo)
+    # (N, og * K * 2, Ho, Wo) -> (N, Ho, Wo, og, K, 2), last dim (dy, dx)
+    offset = offset.view(n, offset_groups, taps, 2, h_out, w_out).permute(0, 4, 5, 1, 2, 3).to(dtype).contiguous()
+    tap_y, tap_x = torch.meshgrid(
+        torch.arange(kh, device=device, dtype=dtype) * geometry.dilation[0],
+        torch.arange(kw, device=device, dtype=dtype) * geometry.dilation[1],
+        indexing="ij",
+    )
+    tap_yx = torch.stack((tap_y, tap_x), dim=-1).view(taps, 2)  # (K, 2)
+    out_y, out_x = torch.meshgrid(
+        torch.arange(h_out, device=device, dtype=dtype) * geometry.stride[0] - geometry.padding[0],
+        torch.arange(w_out, device=device, dtype=dtype) * geometry.stride[1] - geometry.padding[1],
+        indexing="ij",
+    )
+    out_yx = torch.stack((out_y, out_x), dim=-1).view(h_out, w_out, 1, 1, 2)  # (Ho, Wo, 1, 1, 2)
+    position = offset + (out_yx + tap_yx)  # (N, Ho, Wo, og, K, 2), (py, px)
 
-    y0 = py.detach().floor()
-    x0 = px.detach().floor()
-    frac_y = py - y0  # carries the gradient w.r.t. the offset
-    frac_x = px - x0
-    inside = (py > -1) & (py < height) & (px > -1) & (px < width)
-    if mask is None:
-        modulation = inside.to(dtype)
-    else:
-        modulation = mask.view(n, geometry.offset_groups, taps, h_out, w_out).to(dtype) * inside
-    # y0 >= -1 and y0 <= H - 1 hold for every inside sample, so only these two corner checks remain.
-    top = (1 - frac_y) * (y0 >= 0) * modulation
-    bottom = frac_y * (y0 <= height - 2) * modulation
-    left = (1 - frac_x) * (x0 >= 0)
-    right = frac_x * (x0 <= width - 2)
-    weights = torch.stack((top * left, top * right, bottom * left, bottom * right), dim=-1)
+    floor = position.detach().floor()
+    frac = position - floor  # carries the gradient w.r.t. the offset
+    step = torch.arange(2, device=device, dtype=dtype)  # (2,) = (0, 1): the floor and the next neighbour
+    axis_weights = torch.addcmul(1 - step, frac.unsqueeze(-1), 2 * step - 1)  # (..., 2, 2) = (1 - frac, frac)
+    neighbours = floor.unsqueeze(-1) + step  # (N, Ho, Wo, og, K, 2 axes, 2 neighbours)
+    last = offset.new_tensor([[height - 1], [width - 1]], dtype=dtype)  # (2 axes, 1)
+    clamped = torch.clamp(neighbours, min=torch.zeros_like(last), max=last)
+    # torchvision: a sample with py <= -1 or px <= -1 (or >= H, W, where no neighbour is inside) is zero.
+    inside = (clamped == neighbours) & (position.detach() > -1).unsqueeze(-1)
+    axis_weights = axis_weights * inside
+    weights = axis_weights[..., 0, :, None] * axis_weights[..., 1, None, :]  # (N, Ho, Wo, og, K, 2 y, 2 x)
+    if mask is not None:
+        # (N, og * K, Ho, Wo) -> (N, Ho, Wo, og, K, 1, 1)
+        modulation = mask.view(n, offset_groups, taps, h_out, w_out).permute(0, 3, 4, 1, 2).to(dtype)
+        weights = weights * modulation[..., None, None]
 
-    image_start = torch.arange(n, device=device).view(n, 1, 1, 1, 1) * (height * width)  # (N, 1, 1, 1, 1)
-    row0 = image_start + y0.clamp(0, height - 1).long() * width
-    row1 = image_start + (y0 + 1).clamp(0, height - 1).long() * width
-    col0 = x0.clamp(0, width - 1).long()
-    col1 = (x0 + 1).clamp(0, width - 1).long()
-    pixels = torch.stack((row0 + col0, row0 + col1, row1 + col0, row1 + col1), dim=-1)
-    return pixels, weights
+    yx = clamped.long()  # (N, Ho, Wo, og, K, 2 axes, 2 neighbours)
+    image_rows = torch.arange(n, device=device).view(n, 1, 1, 1, 1, 1) * height  # (N, 1, 1, 1, 1, 1)
+    pixels = (yx[..., 0, :, None] + image_rows.unsqueeze(-1)) * width + yx[..., 1, None, :]  # (..., 2 y, 2 x)
+    return pixels.view(n, h_out, w_out, offset_groups, taps, 4), weights.view(n, h_out, w_out, offset_groups, taps, 4)
+
+
+def _to_column_order(per_offset_group: Tensor, chunks: int, groups: int) -> Tensor:
+    """(N, Ho, Wo, og, K, 4) -> (N, Ho, Wo, groups, K, chunks // groups, 4): one row per channel chunk.
+
+    The input channels are cut into `chunks` equal slices, each inside one offset group and one
+    conv group; chunk ``c`` belongs to offset group ``c // (chunks // og)``.
+    """
+    n, h_out, w_out, offset_groups, taps, corners = per_offset_group.shape
+    per_chunk = per_offset_group.unsqueeze(4).expand(-1, -1, -1, -1, chunks // offset_groups, -1, -1)
+    per_chunk = per_chunk.reshape(n, h_out, w_out, groups, chunks // groups, taps, corners)
+    return per_chunk.transpose(4, 5)
 
 
 def deform_conv2d_reference(
@@ -201,31 +221,20 @@ def deform_conv2d_reference(
     """Pure-PyTorch deformable convolution v2 on any device; arguments as in :func:`deform_conv2d`."""
     geometry = _check_arguments(input, offset, weight, bias, stride, padding, dilation, mask)
     n, c_in, height, width = input.shape
-    kh, kw = geometry.kernel
-    taps = kh * kw
+    taps = geometry.kernel[0] * geometry.kernel[1]
     h_out, w_out = geometry.out_size
     groups = geometry.groups
-    # Channels split into `chunks` equal slices, each inside one offset group and one conv group.
+    pixels, weights = _bilinear_corners(offset, mask, geometry, height, width)  # (N, Ho, Wo, og, K, 4)
     chunks = math.lcm(geometry.offset_groups, groups)
-    chunks_per_offset_group = chunks // geometry.offset_groups
-    chunks_per_group = chunks // groups
-
-    pixels, weights = _bilinear_corners(offset, mask, geometry, height, width)
-
-    def to_column_order(per_offset_group: Tensor) -> Tensor:
-        """(N, og, K, Ho, Wo, 4) -> (N, Ho, Wo, groups, K, chunks_per_group, 4), one row per chunk."""
-        per_chunk = per_offset_group.view(n, geometry.offset_groups, 1, taps, h_out, w_out, 4).expand(
-            -1, -1, chunks_per_offset_group, -1, -1, -1, -1
-        )
-        per_chunk = per_chunk.reshape(n, groups, chunks_per_group, taps, h_out, w_out, 4)
-        return per_chunk.permute(0, 4, 5, 1, 3, 2, 6)
-
-    chunk_index = torch.arange(chunks, device=input.device).view(groups, 1, chunks_per_group, 1)  # (G, 1, L/G, 1)
-    rows = (to_column_order(pixels) * chunks + chunk_index).reshape(-1, 4)  # (N*Ho*Wo*G*K*L/G, 4)
-    bag_weights = to_column_order(weights).reshape(-1, 4).to(input.dtype)  # (N*Ho*Wo*G*K*L/G, 4)
+    if chunks > 1:
+        chunk_index = torch.arange(chunks, device=input.device).view(groups, 1, chunks // groups, 1)  # (G, 1, L/G, 1)
+        pixels = _to_column_order(pixels, chunks, groups) * chunks + chunk_index  # (N, Ho, Wo, G, K, L/G, 4)
+        weights = _to_column_order(weights, chunks, groups)
     table = input.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)  # (N, H, W, C_in)
     table = table.reshape(n * height * width * chunks, c_in // chunks)  # (N*H*W*L, C_in/L), a view
-    columns = F.embedding_bag(rows, table, per_sample_weights=bag_weights, mode="sum")  # (N*Ho*Wo*G*K*L/G, C_in/L)
+    columns = F.embedding_bag(
+        pixels.reshape(-1, 4), table, per_sample_weights=weights.reshape(-1, 4).to(input.dtype), mode="sum"
+    )  # (N*Ho*Wo*G*K*L/G, C_in/L)
     columns = columns.view(n, h_out, w_out, taps * c_in).permute(0, 3, 1, 2)  # (N, K*C_in, Ho, Wo), channels-last
     # Within conv group g the columns run over (tap, channel); the weight is reordered to match.
     weight_1x1 = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], taps * weight.shape[1], 1, 1)

@@ -1,0 +1,51 @@
+"""The `ros-seg` command: describe, synth, train, eval, metrics, make-bag, replay, export, bench, convert, segment.
+
+Each subcommand lives in its own module with `register(subparsers)` and a
+`run(args) -> int`. Exit codes: 0 success, 2 bad arguments or unreadable
+inputs (one line on stderr saying why; ROS_SEG_DEBUG=1 shows the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+COMMANDS = ("describe", "bench", "convert")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ros-seg",
+        description="Efficient universal segmentation (PEM, Mask2Former + PRO-SCALE, Panoptic SegFormer) "
+        "for ROS 2 robots: models, training, evaluation, rosbag replay, export and benchmarks.",
+        epilog="Run `ros-seg COMMAND --help` for the options of a command.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"ros_seg.cli.{name.replace('-', '_')}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, OSError) as exc:
+        if os.environ.get("ROS_SEG_DEBUG"):
+            raise
+        print(f"ros-seg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ros-seg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

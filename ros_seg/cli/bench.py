@@ -1,0 +1,88 @@
+"""`ros-seg bench`: latency and memory of a model, or of one of our operators."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from ros_seg.cli.arguments import add_json_argument, image_size, write_json
+
+OPS = ("deform_conv2d", "cross_attention")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="latency/memory of a model (or an operator)",
+        description="Measure a model through the Segmenter on a random image: end-to-end latency "
+        "(pre-process + model + post-process) and model-only latency p50/p95, FPS, peak memory "
+        "(process peak RSS on CPU, peak allocated on GPU). With --op, micro-benchmark an operator "
+        "instead: deform_conv2d vs a plain conv of the same shape, or PEM cross-attention vs "
+        "masked cross-attention at the token counts of 1024x2048 feature maps. Results include the "
+        "machine; write them under benchmarks/ with --json.",
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", help="model name or config file")
+    what.add_argument("--op", choices=OPS, help="operator micro-benchmark")
+    p.add_argument("--weights", help="ros_seg checkpoint (default: random weights; speed is the same)")
+    p.add_argument("--size", type=image_size, default=(1024, 2048), help="image HxW (default 1024x2048)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--backend", default="torch", choices=("torch",), help="inference backend")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="precision")
+    p.add_argument("--channels-last", action="store_true", help="NHWC convolutions")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
+    p.add_argument("--repeats", type=int, default=10, help="timed runs (default 10)")
+    add_json_argument(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.repeats < 1 or args.warmup < 0:
+        raise ValueError("--repeats must be >= 1 and --warmup >= 0")
+    if args.op == "deform_conv2d":
+        from ros_seg.bench.deform_conv_speed import bench_deform_conv2d
+
+        result = bench_deform_conv2d(device=args.device, warmup=args.warmup, repeats=args.repeats)
+    elif args.op == "cross_attention":
+        from ros_seg.bench.cross_attention_speed import bench_cross_attention
+
+        result = bench_cross_attention(device=args.device, warmup=args.warmup, repeats=args.repeats)
+    else:
+        from ros_seg.bench.model_latency import bench_model
+
+        result = bench_model(
+            args.model,
+            args.size,
+            device=args.device,
+            backend=args.backend,
+            precision=args.precision,
+            weights=args.weights,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            channels_last=args.channels_last,
+        )
+    result["command"] = "ros-seg bench " + " ".join(_argv_of(args))
+    if args.json is not None:
+        write_json(result, args.json)
+    if args.json != "-":
+        print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+    return 0
+
+
+def _argv_of(args: argparse.Namespace) -> list[str]:
+    """The options that shaped this run, for the record."""
+    out = []
+    for key in ("model", "op", "weights", "size", "device", "backend", "precision", "threads", "warmup", "repeats"):
+        value = getattr(args, key)
+        if value is None:
+            continue
+        if key == "size":
+            value = f"{value[0]}x{value[1]}"
+        out += [f"--{key}", str(value)]
+    if args.channels_last:
+        out.append("--channels-last")
+    return out
