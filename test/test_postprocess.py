@@ -1,0 +1,110 @@
+"""Semantic and panoptic inference, valid-region resizing, segment statistics."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ros_seg.data.class_metadata import CITYSCAPES
+from ros_seg.inference.postprocess import (
+    panoptic_inference,
+    resize_valid_region,
+    segment_statistics,
+    semantic_inference,
+)
+
+ROAD, SKY, CAR, PERSON = 0, 10, 13, 11
+K = CITYSCAPES.num_classes
+
+
+def _class_logits(classes: list[int], confidence: float = 8.0) -> torch.Tensor:
+    """(Q, K+1) logits putting almost all mass on each query's class (K = no object)."""
+    logits = torch.zeros(len(classes), K + 1)
+    for q, c in enumerate(classes):
+        logits[q, c] = confidence
+    return logits
+
+
+def test_resize_valid_region_equals_upsample_crop_resize() -> None:
+    maps = torch.randn(3, 8, 10)  # 1/4 of a 32x40 padded input
+    valid, padded, out = (30, 37), (32, 40), (45, 50)
+    ref = F.interpolate(maps[None], size=padded, mode="bilinear", align_corners=False)[:, :, :30, :37]
+    ref = F.interpolate(ref, size=out, mode="bilinear", align_corners=False)[0]
+    ours = resize_valid_region(maps, valid, padded, out)
+    # One resampling instead of two: equal away from sub-pixel differences.
+    assert ours.shape == (3, 45, 50)
+    assert (ours - ref).abs().mean() < 0.05
+
+
+def test_resize_valid_region_identity_for_integer_upsampling() -> None:
+    maps = torch.randn(2, 6, 7)
+    ours = resize_valid_region(maps, (24, 28), (24, 28), (24, 28))
+    ref = F.interpolate(maps[None], size=(24, 28), mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+
+
+def _two_region_masks() -> torch.Tensor:
+    """Query 0 covers the top half, query 1 the bottom-left, query 2 the bottom-right (8x8)."""
+    m = torch.full((3, 8, 8), -10.0)
+    m[0, :4] = 10.0
+    m[1, 4:, :4] = 10.0
+    m[2, 4:, 4:] = 10.0
+    return m
+
+
+def test_semantic_inference_assigns_regions() -> None:
+    logits = _class_logits([SKY, ROAD, CAR])
+    sem = semantic_inference(logits, _two_region_masks(), (8, 8), (8, 8), (8, 8))
+    assert (sem[:4] == SKY).all() and (sem[4:, :4] == ROAD).all() and (sem[4:, 4:] == CAR).all()
+
+
+def test_panoptic_inference_segments_and_stuff_merge() -> None:
+    logits = _class_logits([ROAD, ROAD, CAR])  # two road queries merge into one stuff segment
+    out = panoptic_inference(logits, _two_region_masks(), CITYSCAPES, (8, 8), (8, 8), (8, 8))
+    assert out.classes.tolist() == [ROAD, CAR]
+    assert out.panoptic[:4].unique().tolist() == [1]
+    assert out.panoptic[4:, :4].unique().tolist() == [1]
+    assert out.panoptic[4:, 4:].unique().tolist() == [2]
+
+
+def test_panoptic_drops_low_scores_no_object_and_occluded() -> None:
+    masks = _two_region_masks()
+    logits = _class_logits([ROAD, CAR, PERSON])
+    logits[1] = 0.0
+    logits[1, K] = 9.0  # query 1 predicts "no object"
+    logits[2, PERSON] = 1.0  # query 2 has a low score
+    out = panoptic_inference(logits, masks, CITYSCAPES, (8, 8), (8, 8), (8, 8))
+    assert out.classes.tolist() == [ROAD]
+    assert (out.panoptic[4:] == 0).all()  # nobody claims the bottom half
+    # A thing mostly covered by a more confident query is dropped (overlap < 0.8).
+    masks2 = torch.full((2, 8, 8), -10.0)
+    masks2[0, :, :] = 10.0
+    masks2[1, :4, :] = 10.0
+    logits2 = _class_logits([ROAD, CAR])
+    logits2[1, CAR] = 5.0  # lower score than the road query
+    out2 = panoptic_inference(logits2, masks2, CITYSCAPES, (8, 8), (8, 8), (8, 8))
+    assert out2.classes.tolist() == [ROAD]
+
+
+def test_panoptic_two_instances_of_a_thing_stay_apart() -> None:
+    logits = _class_logits([ROAD, CAR, CAR])
+    out = panoptic_inference(logits, _two_region_masks(), CITYSCAPES, (8, 8), (8, 8), (8, 8))
+    assert out.classes.tolist() == [ROAD, CAR, CAR]
+    assert set(out.panoptic.unique().tolist()) == {1, 2, 3}
+
+
+def test_panoptic_empty_when_nothing_kept() -> None:
+    logits = torch.zeros(3, K + 1)
+    logits[:, K] = 9.0
+    out = panoptic_inference(logits, _two_region_masks(), CITYSCAPES, (8, 8), (8, 8), (5, 6))
+    assert out.panoptic.shape == (5, 6) and (out.panoptic == 0).all() and len(out.classes) == 0
+
+
+def test_segment_statistics() -> None:
+    pan = torch.zeros(6, 7, dtype=torch.int32)
+    pan[1:3, 2:5] = 1  # 2x3 block
+    pan[5, 6] = 2
+    stats = segment_statistics(pan, 3)
+    assert stats["area"].tolist() == [6, 1, 0]
+    assert (stats["x0"][0], stats["y0"][0], stats["x1"][0], stats["y1"][0]) == (2, 1, 4, 2)
+    assert abs(float(stats["cx"][0]) - 3.0) < 1e-9 and abs(float(stats["cy"][0]) - 1.5) < 1e-9
+    assert (stats["x0"][2], stats["x1"][2]) == (0, 0)  # absent segment: zero box

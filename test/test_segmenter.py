@@ -1,0 +1,85 @@
+"""The Segmenter: encodings, sizes, result consistency, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ros_seg.inference.image_input import ImageError
+from ros_seg.inference.segmenter import Segmenter, resolve_device
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> Segmenter:
+    # Random weights; a low threshold so segments exist and their bookkeeping is exercised.
+    return Segmenter("pem_stdc1", device="cpu", object_mask_threshold=0.0, overlap_threshold=0.0)
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(70, 90, 3), dtype=np.uint8)
+
+
+def test_result_is_consistent(segmenter: Segmenter, image: np.ndarray) -> None:
+    r = segmenter.segment(image, "rgb8")
+    assert r.semantic.shape == (70, 90) and r.semantic.dtype == np.uint8
+    assert r.panoptic.shape == (70, 90) and r.panoptic.dtype == np.int32
+    assert r.semantic.max() < segmenter.metadata.num_classes
+    ids = set(np.unique(r.panoptic).tolist()) - {0}
+    assert ids == {s.id for s in r.segments}
+    assert len(r.segments) > 0
+    for s in r.segments:
+        mask = r.panoptic == s.id
+        ys, xs = np.nonzero(mask)
+        assert s.area == mask.sum()
+        assert s.bbox == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+        assert abs(s.centroid[0] - xs.mean()) < 1e-6 and abs(s.centroid[1] - ys.mean()) < 1e-6
+        assert s.class_name == segmenter.metadata.names[s.class_id]
+        assert s.is_thing == segmenter.metadata.is_thing[s.class_id]
+    assert set(r.timings) == {"preprocess", "infer", "postprocess"}
+
+
+def test_encodings_agree(segmenter: Segmenter, image: np.ndarray) -> None:
+    ref = segmenter.segment(image, "rgb8")
+    bgr = np.ascontiguousarray(image[:, :, ::-1])
+    rgba = np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])
+    bgra = np.dstack([bgr, np.zeros(image.shape[:2], np.uint8)])
+    for img, enc in ((bgr, "bgr8"), (rgba, "rgba8"), (bgra, "bgra8")):
+        r = segmenter.segment(img, enc)
+        np.testing.assert_array_equal(r.semantic, ref.semantic)
+    mono = segmenter.segment(image[:, :, 0].copy(), "mono8")
+    assert mono.semantic.shape == (70, 90)
+
+
+def test_network_input_size_and_output_resolution(image: np.ndarray) -> None:
+    seg = Segmenter("pem_stdc1", device="cpu", input_size=(64, 96), output_resolution="network")
+    r = seg.segment(image)
+    assert r.semantic.shape == (64, 96) and r.panoptic.shape == (64, 96)
+    seg_in = Segmenter("pem_stdc1", device="cpu", input_size=(64, 96))
+    assert seg_in.segment(image).semantic.shape == (70, 90)
+
+
+@pytest.mark.parametrize(
+    "bad, encoding, message",
+    [
+        (np.zeros((10, 10, 3), np.float32), "rgb8", "uint8"),
+        (np.zeros((10, 10, 4), np.uint8), "rgb8", "4 channels"),
+        (np.zeros((10, 10), np.uint8), "rgb8", "shape"),
+        (np.zeros((0, 10, 3), np.uint8), "rgb8", "empty"),
+        (np.zeros((10, 10, 3), np.uint8), "yuv422", "unknown image encoding"),
+        ([[1, 2]], "rgb8", "numpy array"),
+    ],
+)
+def test_bad_images_are_rejected_clearly(segmenter: Segmenter, bad, encoding: str, message: str) -> None:
+    with pytest.raises(ImageError, match=message):
+        segmenter.segment(bad, encoding)
+
+
+def test_bad_settings_are_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown model"):
+        Segmenter("no_such_model", device="cpu")
+    with pytest.raises(ValueError, match="precision"):
+        Segmenter("pem_stdc1", device="cpu", precision="int3")
+    with pytest.raises(ValueError, match="backend"):
+        Segmenter("pem_stdc1", device="cpu", backend="magic")
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("tpu")
