@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-COMMANDS = ("describe", "bench", "convert")
+COMMANDS = ("describe", "segment", "bench", "convert")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,6 +49,8 @@ DeformConv2dKernel = Callable[
 with validated tensors and the three geometry arguments as ``(h, w)`` pairs."""
 
 _cuda_kernel: DeformConv2dKernel | None = None
+_BAND_ELEMENTS = 1 << 21
+"""Column-buffer elements per band of output rows (8 MiB in float32)."""
 
 
 class _Geometry(NamedTuple):
@@ -139,6 +141,14 @@ def _check_arguments(
     return _Geometry((kh, kw), stride_hw, padding_hw, dilation_hw, groups, offset_groups, (h_out, w_out))
 
 
+def _corners(combine: Callable[[Tensor, Tensor], Tensor], y_pair: tuple[Tensor, Tensor], x_pair: tuple[Tensor, Tensor]) -> Tensor:
+    """Two (N, og, K, Ho, Wo) row terms and two column terms -> (N, Ho, Wo, og, K, 4) of combine(row, column).
+
+    Corners run (top-left, top-right, bottom-left, bottom-right); the stack writes them channels-last.
+    """
+    return torch.stack([combine(y, x).permute(0, 3, 4, 1, 2) for y in y_pair for x in x_pair], dim=-1)
+
+
 def _bilinear_corners(
     offset: Tensor, mask: Tensor | None, geometry: _Geometry, height: int, width: int
 ) -> tuple[Tensor, Tensor]:
@@ -147,53 +157,52 @@ def _bilinear_corners(
     Returns ``(pixels, weights)``, both ``(N, H_out, W_out, offset_groups, kh * kw, 4)``, corners
     ordered (top-left, top-right, bottom-left, bottom-right). ``pixels`` indexes the rows of the
     input viewed as ``(N * H * W, C_in)``; a corner outside the image is clamped to an edge pixel
-    and weighs zero. Coordinates are computed in at least float32. Everything is laid out
-    channels-last from the start, so the result is already in column order and few (large)
-    elementwise ops run.
+    and weighs zero. Coordinates are computed in at least float32, planar (the output pixels
+    innermost) so that every elementwise op runs over long contiguous rows.
     """
     n = offset.shape[0]
     kh, kw = geometry.kernel
     taps = kh * kw
-    offset_groups = geometry.offset_groups
     h_out, w_out = geometry.out_size
     dtype = torch.promote_types(offset.dtype, torch.float32)
     device = offset.device
-    # (N, og * K * 2, Ho, Wo) -> (N, Ho, Wo, og, K, 2), last dim (dy, dx)
-    offset = offset.view(n, offset_groups, taps, 2, h_out, w_out).permute(0, 4, 5, 1, 2, 3).to(dtype).contiguous()
     tap_y, tap_x = torch.meshgrid(
         torch.arange(kh, device=device, dtype=dtype) * geometry.dilation[0],
         torch.arange(kw, device=device, dtype=dtype) * geometry.dilation[1],
         indexing="ij",
     )
-    tap_yx = torch.stack((tap_y, tap_x), dim=-1).view(taps, 2)  # (K, 2)
     out_y, out_x = torch.meshgrid(
         torch.arange(h_out, device=device, dtype=dtype) * geometry.stride[0] - geometry.padding[0],
         torch.arange(w_out, device=device, dtype=dtype) * geometry.stride[1] - geometry.padding[1],
         indexing="ij",
     )
-    out_yx = torch.stack((out_y, out_x), dim=-1).view(h_out, w_out, 1, 1, 2)  # (Ho, Wo, 1, 1, 2)
-    position = offset + (out_yx + tap_yx)  # (N, Ho, Wo, og, K, 2), (py, px)
+    tap_yx = torch.stack((tap_y.reshape(taps), tap_x.reshape(taps)), dim=1).view(taps, 2, 1, 1)  # (K, 2, 1, 1)
+    undeformed = tap_yx + torch.stack((out_y, out_x))  # (K, 2, Ho, Wo)
+    # (N, og * K * 2, Ho, Wo) -> (N, og, K, 2, Ho, Wo); dim 3 is (dy, dx), then (py, px)
+    position = offset.view(n, geometry.offset_groups, taps, 2, h_out, w_out).to(dtype) + undeformed
 
     floor = position.detach().floor()
     frac = position - floor  # carries the gradient w.r.t. the offset
-    step = torch.arange(2, device=device, dtype=dtype)  # (2,) = (0, 1): the floor and the next neighbour
-    axis_weights = torch.addcmul(1 - step, frac.unsqueeze(-1), 2 * step - 1)  # (..., 2, 2) = (1 - frac, frac)
-    neighbours = floor.unsqueeze(-1) + step  # (N, Ho, Wo, og, K, 2 axes, 2 neighbours)
-    last = offset.new_tensor([[height - 1], [width - 1]], dtype=dtype)  # (2 axes, 1)
-    clamped = torch.clamp(neighbours, min=torch.zeros_like(last), max=last)
+    ceil = floor + 1
+    last = torch.tensor([height - 1, width - 1], device=device, dtype=dtype).view(2, 1, 1)  # per (y, x) axis
+    first = torch.clamp(floor, torch.zeros_like(last), last)
+    second = torch.clamp(ceil, torch.zeros_like(last), last)
     # torchvision: a sample with py <= -1 or px <= -1 (or >= H, W, where no neighbour is inside) is zero.
-    inside = (clamped == neighbours) & (position.detach() > -1).unsqueeze(-1)
-    axis_weights = axis_weights * inside
-    weights = axis_weights[..., 0, :, None] * axis_weights[..., 1, None, :]  # (N, Ho, Wo, og, K, 2 y, 2 x)
+    first_weight = (1 - frac) * (first == floor)  # (N, og, K, 2, Ho, Wo)
+    second_weight = frac * ((second == ceil) & (position.detach() > -1))
+    top, left = first_weight.unbind(3)  # (N, og, K, Ho, Wo) each
+    bottom, right = second_weight.unbind(3)
     if mask is not None:
-        # (N, og * K, Ho, Wo) -> (N, Ho, Wo, og, K, 1, 1)
-        modulation = mask.view(n, offset_groups, taps, h_out, w_out).permute(0, 3, 4, 1, 2).to(dtype)
-        weights = weights * modulation[..., None, None]
+        modulation = mask.view(n, geometry.offset_groups, taps, h_out, w_out).to(dtype)
+        top, bottom = top * modulation, bottom * modulation
+    weights = _corners(torch.mul, (top, bottom), (left, right))
 
-    yx = clamped.long()  # (N, Ho, Wo, og, K, 2 axes, 2 neighbours)
-    image_rows = torch.arange(n, device=device).view(n, 1, 1, 1, 1, 1) * height  # (N, 1, 1, 1, 1, 1)
-    pixels = (yx[..., 0, :, None] + image_rows.unsqueeze(-1)) * width + yx[..., 1, None, :]  # (..., 2 y, 2 x)
-    return pixels.view(n, h_out, w_out, offset_groups, taps, 4), weights.view(n, h_out, w_out, offset_groups, taps, 4)
+    first_index, second_index = first.long(), second.long()
+    image_start = torch.arange(n, device=device).view(n, 1, 1, 1, 1) * (height * width)  # (N, 1, 1, 1, 1)
+    top_row = torch.add(image_start, first_index[:, :, :, 0], alpha=width)
+    bottom_row = torch.add(image_start, second_index[:, :, :, 0], alpha=width)
+    pixels = _corners(torch.add, (top_row, bottom_row), (first_index[:, :, :, 1], second_index[:, :, :, 1]))
+    return pixels, weights
 
 
 def _to_column_order(per_offset_group: Tensor, chunks: int, groups: int) -> Tensor:
@@ -218,7 +227,11 @@ def deform_conv2d_reference(
     dilation: int | tuple[int, int] = 1,
     mask: Tensor | None = None,
 ) -> Tensor:
-    """Pure-PyTorch deformable convolution v2 on any device; arguments as in :func:`deform_conv2d`."""
+    """Pure-PyTorch deformable convolution v2 on any device; arguments as in :func:`deform_conv2d`.
+
+    Works in bands of output rows so that each band's column buffer stays small (cache-resident,
+    reused by the allocator); with autograd the bands' columns are kept for the weight gradient.
+    """
     geometry = _check_arguments(input, offset, weight, bias, stride, padding, dilation, mask)
     n, c_in, height, width = input.shape
     taps = geometry.kernel[0] * geometry.kernel[1]
@@ -230,16 +243,21 @@ def deform_conv2d_reference(
         chunk_index = torch.arange(chunks, device=input.device).view(groups, 1, chunks // groups, 1)  # (G, 1, L/G, 1)
         pixels = _to_column_order(pixels, chunks, groups) * chunks + chunk_index  # (N, Ho, Wo, G, K, L/G, 4)
         weights = _to_column_order(weights, chunks, groups)
+    weights = weights.to(input.dtype)
     table = input.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)  # (N, H, W, C_in)
     table = table.reshape(n * height * width * chunks, c_in // chunks)  # (N*H*W*L, C_in/L), a view
-    columns = F.embedding_bag(
-        pixels.reshape(-1, 4), table, per_sample_weights=weights.reshape(-1, 4).to(input.dtype), mode="sum"
-    )  # (N*Ho*Wo*G*K*L/G, C_in/L)
-    columns = columns.view(n, h_out, w_out, taps * c_in).permute(0, 3, 1, 2)  # (N, K*C_in, Ho, Wo), channels-last
     # Within conv group g the columns run over (tap, channel); the weight is reordered to match.
     weight_1x1 = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], taps * weight.shape[1], 1, 1)
-    output = F.conv2d(columns, weight_1x1, bias, groups=groups)  # (N, C_out, Ho, Wo)
-    return output.contiguous()
+    band_rows = max(1, _BAND_ELEMENTS // (n * w_out * taps * c_in))
+    bands = []
+    for top in range(0, h_out, band_rows):
+        rows = slice(top, top + band_rows)
+        columns = F.embedding_bag(
+            pixels[:, rows].reshape(-1, 4), table, per_sample_weights=weights[:, rows].reshape(-1, 4), mode="sum"
+        )  # (N*rows*Wo*G*K*L/G, C_in/L)
+        columns = columns.view(n, -1, w_out, taps * c_in).permute(0, 3, 1, 2)  # (N, K*C_in, rows, Wo), channels-last
+        bands.append(F.conv2d(columns, weight_1x1, bias, groups=groups).contiguous())  # (N, C_out, rows, Wo)
+    return torch.cat(bands, dim=2)
 
 
 def register_cuda_kernel(kernel: DeformConv2dKernel | None) -> DeformConv2dKernel | None:
