@@ -8,16 +8,15 @@ writes the same layout, so both load identically.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
 from ros_seg.data import cityscapes_layout as layout
 from ros_seg.data.class_metadata import CITYSCAPES, ClassMetadata
+from ros_seg.data.transforms import Sample
 
 TASKS = ("panoptic", "semantic")
-
-Sample = dict[str, Any]
 
 
 class CityscapesDataset:
