@@ -1,30 +1,15 @@
 """Speed of `ros_seg.ops.deform_conv2d` against a plain convolution of the same shape."""
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ros_seg.bench.machine import machine_info
+from ros_seg.bench.timing import latency_stats, time_once
 from ros_seg.ops import deform_conv2d
-
-
-def _time_ms(fn: Callable[[], Tensor], device: torch.device) -> float:
-    """Wall time of one call in milliseconds, waiting for the device to finish."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) * 1e3
-
-
-def _summary(times_ms: list[float]) -> dict[str, float]:
-    return {"p50": statistics.median(times_ms), "mean": statistics.fmean(times_ms)}
 
 
 def bench_deform_conv2d(
@@ -33,7 +18,7 @@ def bench_deform_conv2d(
     device: str = "cpu",
     warmup: int = 2,
     repeats: int = 10,
-) -> dict:
+) -> dict[str, Any]:
     """Time the forward of `deform_conv2d` and of `F.conv2d` on the same input, interleaved.
 
     Args:
@@ -44,15 +29,16 @@ def bench_deform_conv2d(
         repeats: timed calls of each op.
 
     Returns:
-        {"op", "shape", "kernel", "device", "deform_ms": {"p50", "mean"}, "conv_ms": {"p50", "mean"},
-        "ratio": deform p50 / conv p50}. Offsets are uniform in [-2, 2] px, the mask uniform in [0, 1].
+        {"op", "shape", "kernel", "device", "deform_ms": latency stats, "conv_ms": latency stats,
+        "ratio": deform p50 / conv p50, "machine"}. Offsets are uniform in [-2, 2] px, the mask uniform in [0, 1].
     """
     torch_device = torch.device(device)
     n, channels, height, width = shape
     taps = kernel * kernel
     generator = torch.Generator().manual_seed(0)
     input = torch.randn(shape, generator=generator).to(torch_device)
-    weight = (torch.randn(channels, channels, kernel, kernel, generator=generator) / (channels * taps) ** 0.5).to(torch_device)
+    weight = torch.randn(channels, channels, kernel, kernel, generator=generator) / (channels * taps) ** 0.5
+    weight = weight.to(torch_device)
     bias = torch.randn(channels, generator=generator).to(torch_device)
     offset = (torch.rand(n, 2 * taps, height, width, generator=generator) * 4 - 2).to(torch_device)
     mask = torch.rand(n, taps, height, width, generator=generator).to(torch_device)
@@ -71,10 +57,10 @@ def bench_deform_conv2d(
             run_deform()
             run_conv()
         for _ in range(repeats):
-            deform_ms.append(_time_ms(run_deform, torch_device))
-            conv_ms.append(_time_ms(run_conv, torch_device))
-    deform = _summary(deform_ms)
-    conv = _summary(conv_ms)
+            deform_ms.append(time_once(run_deform, torch_device))
+            conv_ms.append(time_once(run_conv, torch_device))
+    deform = latency_stats(deform_ms)
+    conv = latency_stats(conv_ms)
     return {
         "op": "deform_conv2d",
         "shape": list(shape),
@@ -82,5 +68,6 @@ def bench_deform_conv2d(
         "device": device,
         "deform_ms": deform,
         "conv_ms": conv,
-        "ratio": deform["p50"] / conv["p50"],
+        "ratio": round(deform["p50"] / conv["p50"], 3),
+        "machine": machine_info(torch_device),
     }

@@ -21,16 +21,19 @@ def latency_stats(samples_ms: list[float]) -> dict[str, float]:
     }
 
 
+def time_once(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall time of one call in ms, waiting for the device before and after."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t0) * 1e3
+
+
 def time_calls(fn: Callable[[], object], warmup: int, repeats: int, device: torch.device) -> list[float]:
-    """Run fn `warmup` times, then time `repeats` calls (ms each), synchronizing CUDA."""
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    """Run fn `warmup` times, then time `repeats` calls (ms each)."""
     for _ in range(warmup):
         fn()
-    sync()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        samples.append((time.perf_counter() - t0) * 1e3)
-    return samples
+    return [time_once(fn, device) for _ in range(repeats)]

@@ -207,8 +207,13 @@ def panoptic_from_instance_ids(instance_ids: np.ndarray, metadata: ClassMetadata
 
 
 def panoptic_image_entry(name: FrameName, height: int, width: int) -> dict:
-    """The json ``images`` entry of one frame."""
-    return {"id": name.stem, "file_name": f"{name.stem}{IMAGE_SUFFIX}", "width": int(width), "height": int(height)}
+    """The json ``images`` entry of one frame.
+
+    Its file_name is ``{stem}_gtFine_leftImg8bit.png``, as createPanopticImgs
+    names it (from the instanceIds file name), not the image's real name.
+    """
+    file_name = f"{name.stem}_gtFine{IMAGE_SUFFIX}"
+    return {"id": name.stem, "file_name": file_name, "width": int(width), "height": int(height)}
 
 
 def panoptic_annotation_entry(name: FrameName, segments: list[dict]) -> dict:

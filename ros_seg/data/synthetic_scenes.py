@@ -1131,5 +1131,7 @@ def write_dataset(out: Path, n: int, split: str = "train", size: tuple[int, int]
         images.append(layout.panoptic_image_entry(name, *size))
         annotations.append(annotation)
         names.append(name)
-    layout.write_panoptic_json(layout.panoptic_json_path(out, split), images, annotations, metadata)
+    order = np.argsort([name.stem for name in names], kind="stable")  # file order, as createPanopticImgs lists them
+    layout.write_panoptic_json(layout.panoptic_json_path(out, split), [images[i] for i in order],
+                               [annotations[i] for i in order], metadata)
     return names

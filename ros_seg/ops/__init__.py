@@ -1,4 +1,4 @@
 """Custom operators: one entry point each, a CUDA kernel when registered, else the pure-PyTorch reference."""
-from ros_seg.ops.deform_conv2d import DeformConv2d, deform_conv2d, deform_conv2d_reference, register_cuda_kernel
+from ros_seg.ops.deform_conv import DeformConv2d, deform_conv2d, deform_conv2d_reference, register_cuda_kernel
 
 __all__ = ["DeformConv2d", "deform_conv2d", "deform_conv2d_reference", "register_cuda_kernel"]

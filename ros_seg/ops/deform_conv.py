@@ -25,11 +25,14 @@ C_in / offset_groups)``. Tap ``(i, j)`` of output pixel ``(y, x)`` samples
 bilinear corners counts with its bilinear weight when it lies in the image and
 as zero when it does not.
 
-The reference gathers all four corners of every tap with one
-``embedding_bag`` (a fused gather and weighted sum, differentiable in the
-table and in the per-sample weights) straight into a channels-last column
-buffer ``(N, H_out, W_out, kh * kw * C_in)``, then contracts it with the weight
-as a 1x1 convolution. Peak memory is about that column buffer.
+The reference gathers the four corners of every tap with ``embedding_bag`` (a
+fused gather and weighted sum, differentiable in the table and in the
+per-sample weights, with the mask folded into those weights) straight into a
+channels-last column buffer ``(N, H_out, W_out, kh * kw * C_in)``, then
+contracts it with the weight as a 1x1 convolution (oneDNN on CPU, far faster
+there than a plain matmul). Without autograd this runs in bands of output rows,
+so peak memory stays well below the full column buffer; with autograd the
+column buffer is kept for the weight gradient.
 """
 from __future__ import annotations
 
@@ -42,9 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 IntPair = tuple[int, int]
-DeformConv2dKernel = Callable[
-    [Tensor, Tensor, Tensor, "Tensor | None", IntPair, IntPair, IntPair, "Tensor | None"], Tensor
-]
+DeformConv2dKernel = Callable[[Tensor, Tensor, Tensor, Tensor | None, IntPair, IntPair, IntPair, Tensor | None], Tensor]
 """A device kernel: ``(input, offset, weight, bias, stride, padding, dilation, mask) -> output``
 with validated tensors and the three geometry arguments as ``(h, w)`` pairs."""
 
@@ -67,7 +68,7 @@ class _Geometry(NamedTuple):
 
 def _pair(value: int | tuple[int, int], name: str, minimum: int) -> IntPair:
     """An int or a pair of ints as an (h, w) pair, each at least `minimum`."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
+    pair = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, (tuple, list)) else ()
     if len(pair) != 2 or not all(isinstance(v, int) and v >= minimum for v in pair):
         raise ValueError(f"deform_conv2d: {name} must be an int >= {minimum} or a pair of them, got {value!r}")
     return pair  # type: ignore[return-value]
@@ -90,7 +91,9 @@ def _check_arguments(
     if input.dim() != 4:
         raise ValueError(f"deform_conv2d: input must be (N, C_in, H, W), got shape {tuple(input.shape)}")
     if weight.dim() != 4 or min(weight.shape) == 0:
-        raise ValueError(f"deform_conv2d: weight must be (C_out, C_in // groups, kh, kw), got shape {tuple(weight.shape)}")
+        raise ValueError(
+            f"deform_conv2d: weight must be (C_out, C_in // groups, kh, kw), got shape {tuple(weight.shape)}"
+        )
     n, c_in, height, width = input.shape
     c_out, c_per_group, kh, kw = weight.shape
     if c_in % c_per_group != 0 or c_out % (c_in // c_per_group) != 0:
@@ -141,7 +144,9 @@ def _check_arguments(
     return _Geometry((kh, kw), stride_hw, padding_hw, dilation_hw, groups, offset_groups, (h_out, w_out))
 
 
-def _corners(combine: Callable[[Tensor, Tensor], Tensor], y_pair: tuple[Tensor, Tensor], x_pair: tuple[Tensor, Tensor]) -> Tensor:
+def _corners(
+    combine: Callable[[Tensor, Tensor], Tensor], y_pair: tuple[Tensor, Tensor], x_pair: tuple[Tensor, Tensor]
+) -> Tensor:
     """Two (N, og, K, Ho, Wo) row terms and two column terms -> (N, Ho, Wo, og, K, 4) of combine(row, column).
 
     Corners run (top-left, top-right, bottom-left, bottom-right); the stack writes them channels-last.
@@ -179,21 +184,21 @@ def _bilinear_corners(
     tap_yx = torch.stack((tap_y.reshape(taps), tap_x.reshape(taps)), dim=1).view(taps, 2, 1, 1)  # (K, 2, 1, 1)
     undeformed = tap_yx + torch.stack((out_y, out_x))  # (K, 2, Ho, Wo)
     # (N, og * K * 2, Ho, Wo) -> (N, og, K, 2, Ho, Wo); dim 3 is (dy, dx), then (py, px)
-    position = offset.view(n, geometry.offset_groups, taps, 2, h_out, w_out).to(dtype) + undeformed
+    position = offset.reshape(n, geometry.offset_groups, taps, 2, h_out, w_out).to(dtype) + undeformed
 
     floor = position.detach().floor()
     frac = position - floor  # carries the gradient w.r.t. the offset
     ceil = floor + 1
     last = torch.tensor([height - 1, width - 1], device=device, dtype=dtype).view(2, 1, 1)  # per (y, x) axis
-    first = torch.clamp(floor, torch.zeros_like(last), last)
-    second = torch.clamp(ceil, torch.zeros_like(last), last)
+    first = torch.clamp(floor, torch.zeros_like(last), last)  # neighbour at floor, clamped into the image
+    second = torch.clamp(ceil, torch.zeros_like(last), last)  # neighbour at floor + 1, clamped
     # torchvision: a sample with py <= -1 or px <= -1 (or >= H, W, where no neighbour is inside) is zero.
     first_weight = (1 - frac) * (first == floor)  # (N, og, K, 2, Ho, Wo)
     second_weight = frac * ((second == ceil) & (position.detach() > -1))
     top, left = first_weight.unbind(3)  # (N, og, K, Ho, Wo) each
     bottom, right = second_weight.unbind(3)
     if mask is not None:
-        modulation = mask.view(n, geometry.offset_groups, taps, h_out, w_out).to(dtype)
+        modulation = mask.reshape(n, geometry.offset_groups, taps, h_out, w_out).to(dtype)
         top, bottom = top * modulation, bottom * modulation
     weights = _corners(torch.mul, (top, bottom), (left, right))
 
@@ -229,8 +234,9 @@ def deform_conv2d_reference(
 ) -> Tensor:
     """Pure-PyTorch deformable convolution v2 on any device; arguments as in :func:`deform_conv2d`.
 
-    Works in bands of output rows so that each band's column buffer stays small (cache-resident,
-    reused by the allocator); with autograd the bands' columns are kept for the weight gradient.
+    Without autograd it works in bands of output rows, so each band's column buffer stays small
+    (cache-resident, reused by the allocator). With autograd the whole column buffer is needed for
+    the weight gradient anyway, and one band keeps the input gradient to a single scatter.
     """
     geometry = _check_arguments(input, offset, weight, bias, stride, padding, dilation, mask)
     n, c_in, height, width = input.shape
@@ -248,16 +254,22 @@ def deform_conv2d_reference(
     table = table.reshape(n * height * width * chunks, c_in // chunks)  # (N*H*W*L, C_in/L), a view
     # Within conv group g the columns run over (tap, channel); the weight is reordered to match.
     weight_1x1 = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], taps * weight.shape[1], 1, 1)
-    band_rows = max(1, _BAND_ELEMENTS // (n * w_out * taps * c_in))
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (input, offset, weight, bias, mask)
+    )
+    band_rows = h_out if needs_grad else max(1, _BAND_ELEMENTS // max(1, n * w_out * taps * c_in))
     bands = []
     for top in range(0, h_out, band_rows):
-        rows = slice(top, top + band_rows)
+        rows = min(band_rows, h_out - top)
         columns = F.embedding_bag(
-            pixels[:, rows].reshape(-1, 4), table, per_sample_weights=weights[:, rows].reshape(-1, 4), mode="sum"
+            pixels[:, top : top + rows].reshape(-1, 4),
+            table,
+            per_sample_weights=weights[:, top : top + rows].reshape(-1, 4),
+            mode="sum",
         )  # (N*rows*Wo*G*K*L/G, C_in/L)
-        columns = columns.view(n, -1, w_out, taps * c_in).permute(0, 3, 1, 2)  # (N, K*C_in, rows, Wo), channels-last
+        columns = columns.view(n, rows, w_out, taps * c_in).permute(0, 3, 1, 2)  # (N, K*C_in, rows, Wo), channels-last
         bands.append(F.conv2d(columns, weight_1x1, bias, groups=groups).contiguous())  # (N, C_out, rows, Wo)
-    return torch.cat(bands, dim=2)
+    return bands[0] if len(bands) == 1 else torch.cat(bands, dim=2)
 
 
 def register_cuda_kernel(kernel: DeformConv2dKernel | None) -> DeformConv2dKernel | None:

@@ -1,0 +1,139 @@
+"""Frame statistics of the segmentation node and their diagnostic_msgs report.
+
+The node's threads count frames here (received, processed, dropped, rejected,
+failed) and record each processed frame's latency and stage timings; once a
+second the node turns a snapshot into a DiagnosticArray for /diagnostics:
+input and output rates, latency p50/p95, stage means, counts, the last error,
+and the model, backend and device.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+LATENCY_WINDOW = 100  # frames over which latency percentiles and stage means are taken
+
+
+class FrameStatistics:
+    """Thread-safe frame counters and recent per-frame timings.
+
+    Every received frame ends up counted once as processed, dropped (replaced
+    by a newer frame before it was processed), rejected (bad input) or failed
+    (error while segmenting or publishing); at most one more is pending.
+
+    Args:
+        status_name: name of the DiagnosticStatus, e.g. "ros_seg: segmentation_node (/camera/seg)".
+        hardware_id: the device the model runs on.
+        details: fixed key/values reported with every status (model, backend, ...).
+    """
+
+    def __init__(self, status_name: str, hardware_id: str, details: dict[str, str]) -> None:
+        self.status_name = status_name
+        self.hardware_id = hardware_id
+        self.details = dict(details)
+        self._lock = threading.Lock()
+        self.received = 0
+        self.processed = 0
+        self.dropped = 0
+        self.rejected = 0
+        self.failed = 0
+        self.last_error = ""
+        self._errors_at_last_report = 0
+        self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._timings: deque[dict[str, float]] = deque(maxlen=LATENCY_WINDOW)
+        self._last_report = (time.monotonic(), 0, 0)  # (time, received, processed)
+
+    def frame_received(self, replaced_pending: bool) -> None:
+        """A frame arrived; `replaced_pending` when it displaced one not processed yet."""
+        with self._lock:
+            self.received += 1
+            self.dropped += int(replaced_pending)
+
+    def frame_rejected(self, reason: str) -> None:
+        """A frame was bad input (encoding, size, corrupt data)."""
+        with self._lock:
+            self.rejected += 1
+            self.last_error = reason
+
+    def frame_failed(self, reason: str) -> None:
+        """Segmenting or publishing a frame raised an error."""
+        with self._lock:
+            self.failed += 1
+            self.last_error = reason
+
+    def frame_processed(self, latency_ms: float, timings: dict[str, float]) -> None:
+        """A frame's outputs were published `latency_ms` after it arrived; `timings` are its stages in ms."""
+        with self._lock:
+            self.processed += 1
+            self._latencies.append(latency_ms)
+            self._timings.append(dict(timings))
+
+    def recent_timings(self) -> list[dict[str, float]]:
+        """Stage timings (ms) of the most recent processed frames, oldest first."""
+        with self._lock:
+            return [dict(t) for t in self._timings]
+
+    def counts(self) -> dict[str, int]:
+        """Frame counts so far."""
+        with self._lock:
+            return {
+                "received": self.received,
+                "processed": self.processed,
+                "dropped": self.dropped,
+                "rejected": self.rejected,
+                "failed": self.failed,
+            }
+
+    def report(self, stamp: Time) -> DiagnosticArray:
+        """The statistics as a DiagnosticArray; rates cover the time since the previous report."""
+        now = time.monotonic()
+        with self._lock:
+            last_time, last_received, last_processed = self._last_report
+            elapsed = max(now - last_time, 1e-6)
+            input_rate = (self.received - last_received) / elapsed
+            output_rate = (self.processed - last_processed) / elapsed
+            self._last_report = (now, self.received, self.processed)
+            latencies = np.asarray(self._latencies, dtype=np.float64)
+            stage_names = sorted({name for t in self._timings for name in t})
+            stage_means = {
+                name: float(np.mean([t[name] for t in self._timings if name in t])) for name in stage_names
+            }
+            errors = self.rejected + self.failed
+            new_errors = errors - self._errors_at_last_report
+            self._errors_at_last_report = errors
+            values = {
+                "input_rate_hz": f"{input_rate:.2f}",
+                "output_rate_hz": f"{output_rate:.2f}",
+                "latency_p50_ms": f"{np.percentile(latencies, 50):.1f}" if latencies.size else "",
+                "latency_p95_ms": f"{np.percentile(latencies, 95):.1f}" if latencies.size else "",
+                "frames_received": str(self.received),
+                "frames_processed": str(self.processed),
+                "frames_dropped": str(self.dropped),
+                "frames_rejected": str(self.rejected),
+                "frames_failed": str(self.failed),
+                "last_error": self.last_error,
+            }
+            values.update({f"{name}_ms": f"{mean:.1f}" for name, mean in stage_means.items()})
+            if new_errors:
+                level, message = DiagnosticStatus.WARN, f"{new_errors} frame(s) failed or rejected: {self.last_error}"
+            elif self.received == 0:
+                level, message = DiagnosticStatus.OK, "waiting for images"
+            else:
+                level, message = DiagnosticStatus.OK, "segmenting"
+        values.update(self.details)
+        status = DiagnosticStatus(
+            level=level,
+            name=self.status_name,
+            message=message,
+            hardware_id=self.hardware_id,
+            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        )
+        array = DiagnosticArray()
+        array.header.stamp = stamp
+        array.status = [status]
+        return array

@@ -1,0 +1,221 @@
+"""Parameters of the segmentation node: declared in one place, validated at startup and on change.
+
+Startup parameters (model, device, QoS, ...) are read-only once the node runs;
+thresholds, the overlay alpha and the publish flags may change at run time.
+Every parameter is declared with a description and its allowed values; a bad
+value raises ParameterError naming the parameter and what it accepts.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from ros_seg.inference.backends.torch_backend import PRECISIONS
+from ros_seg.inference.segmenter import BACKENDS, OUTPUT_RESOLUTIONS
+from ros_seg.models.registry import model_names
+
+INPUT_QOS = ("sensor_data", "reliable")
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+class ParameterError(ValueError):
+    """A parameter value the node cannot run with; the message names the parameter and its allowed values."""
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One node parameter.
+
+    Args:
+        name: parameter name.
+        default: default value (its type is the parameter's type).
+        description: what the parameter does, for `ros2 param describe`.
+        allowed: the values it accepts, in words (shown in errors and as additional_constraints).
+        accepts: True for an acceptable value.
+        runtime: True when it may change while the node runs.
+    """
+
+    name: str
+    default: bool | int | float | str
+    description: str
+    allowed: str
+    accepts: Callable[[Any], bool]
+    runtime: bool = False
+
+
+@dataclass(frozen=True)
+class StartupSettings:
+    """Parameters fixed for the node's life."""
+
+    model: str
+    weights: str
+    backend: str
+    device: str
+    precision: str
+    network_size: tuple[int, int] | None
+    output_resolution: str
+    max_rate_hz: float
+    input_qos: str
+    input_qos_depth: int
+    use_compressed: bool
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """Parameters that may change while the node runs; negative thresholds mean the model's default."""
+
+    score_threshold: float
+    overlap_threshold: float
+    overlay_alpha: float
+    publish_semantic: bool
+    publish_panoptic: bool
+    publish_segments: bool
+    publish_overlay: bool
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_threshold(value: Any) -> bool:
+    return _is_number(value) and value <= 1.0
+
+
+def _is_model(value: Any) -> bool:
+    return isinstance(value, str) and (value == "" or value in model_names() or os.path.isfile(value))
+
+
+def _is_weights(value: Any) -> bool:
+    return isinstance(value, str) and (value == "" or (os.path.isfile(value) and os.access(value, os.R_OK)))
+
+
+def _one_of(values: tuple[str, ...]) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, str) and value in values
+
+
+def parameter_specs() -> tuple[ParameterSpec, ...]:
+    """Every parameter of the segmentation node, in declaration order."""
+    return (
+        ParameterSpec("model", "pem_stdc1", "Model name or model config file; '' takes the model from the weights.",
+                      f"one of {', '.join(model_names())}, a config file path, or '' with weights", _is_model),
+        ParameterSpec("weights", "", "ros_seg checkpoint file; '' runs random weights (for tests only).",
+                      "'' or a readable checkpoint file", _is_weights),
+        ParameterSpec("backend", "torch", "Inference backend.", f"one of {', '.join(BACKENDS)}", _one_of(BACKENDS)),
+        ParameterSpec("device", "auto", "Device the model runs on.", "auto, cpu, cuda or cuda:N",
+                      lambda v: isinstance(v, str) and _DEVICE.fullmatch(v) is not None),
+        ParameterSpec("precision", "fp32", "Arithmetic precision of the model.",
+                      f"one of {', '.join(PRECISIONS)}", _one_of(tuple(PRECISIONS))),
+        ParameterSpec("network_height", 0, "Height images are resized to before the network; 0 keeps their size.",
+                      "an integer >= 0 (0 together with network_width)", lambda v: _is_int(v) and v >= 0),
+        ParameterSpec("network_width", 0, "Width images are resized to before the network; 0 keeps their size.",
+                      "an integer >= 0 (0 together with network_height)", lambda v: _is_int(v) and v >= 0),
+        ParameterSpec("output_resolution", "input",
+                      "Size of the published maps: the input image's, or the network's (camera_info is then "
+                      "republished scaled on output_camera_info).",
+                      f"one of {', '.join(OUTPUT_RESOLUTIONS)}", _one_of(OUTPUT_RESOLUTIONS)),
+        ParameterSpec("max_rate_hz", 0.0, "Most frames segmented per second; 0 is unlimited.",
+                      "a number >= 0", lambda v: _is_number(v) and v >= 0),
+        ParameterSpec("input_qos", "sensor_data", "QoS of the image subscription: best effort or reliable.",
+                      f"one of {', '.join(INPUT_QOS)}", _one_of(INPUT_QOS)),
+        ParameterSpec("input_qos_depth", 1, "History depth of the image subscription.",
+                      "an integer >= 1", lambda v: _is_int(v) and v >= 1),
+        ParameterSpec("use_compressed", False, "Subscribe to image/compressed instead of image.",
+                      "true or false", lambda v: isinstance(v, bool)),
+        ParameterSpec("score_threshold", -1.0, "Panoptic: least score of a kept segment; negative: the model's.",
+                      "a number <= 1 (negative: the model's default)", _is_threshold, runtime=True),
+        ParameterSpec("overlap_threshold", -1.0,
+                      "Panoptic: least visible fraction of a kept segment's mask; negative: the model's.",
+                      "a number <= 1 (negative: the model's default)", _is_threshold, runtime=True),
+        ParameterSpec("overlay_alpha", 0.5, "Weight of the segment colors in the overlay image.",
+                      "a number in [0, 1]", lambda v: _is_number(v) and 0 <= v <= 1, runtime=True),
+        ParameterSpec("publish_semantic", True, "Publish the semantic label image.", "true or false",
+                      lambda v: isinstance(v, bool), runtime=True),
+        ParameterSpec("publish_panoptic", True, "Publish the panoptic segment-id image.", "true or false",
+                      lambda v: isinstance(v, bool), runtime=True),
+        ParameterSpec("publish_segments", True, "Publish the segment array.", "true or false",
+                      lambda v: isinstance(v, bool), runtime=True),
+        ParameterSpec("publish_overlay", True, "Publish the overlay image (only while subscribed).", "true or false",
+                      lambda v: isinstance(v, bool), runtime=True),
+    )
+
+
+def declare_node_parameters(node: Node) -> None:
+    """Declare every parameter on `node`, with its description and allowed values.
+
+    Types are checked by `read_parameters` (dynamic typing here), so a wrong
+    type gets the same clear message as a wrong value and `max_rate_hz:=5`
+    is accepted for a float.
+    """
+    for spec in parameter_specs():
+        node.declare_parameter(
+            spec.name,
+            spec.default,
+            ParameterDescriptor(
+                description=spec.description,
+                additional_constraints=spec.allowed,
+                read_only=not spec.runtime,
+                dynamic_typing=True,
+            ),
+        )
+
+
+def _checked(spec: ParameterSpec, value: Any) -> Any:
+    if not spec.accepts(value):
+        raise ParameterError(f"parameter '{spec.name}' has an invalid value {value!r}: allowed are {spec.allowed}")
+    return float(value) if isinstance(spec.default, float) else value
+
+
+def read_parameters(node: Node) -> tuple[StartupSettings, RuntimeSettings]:
+    """The node's parameter values, validated; ParameterError names every bad one."""
+    values: dict[str, Any] = {}
+    errors = []
+    for spec in parameter_specs():
+        try:
+            values[spec.name] = _checked(spec, node.get_parameter(spec.name).value)
+        except ParameterError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise ParameterError("; ".join(errors))
+    if values["model"] == "" and values["weights"] == "":
+        raise ParameterError("parameter 'model' is empty and no 'weights' are given: set a model name or weights file")
+    network = (values["network_height"], values["network_width"])
+    if min(network) == 0 and max(network) > 0:
+        raise ParameterError(
+            f"parameters 'network_height' and 'network_width' are {network}: set both > 0, or both 0 to keep the "
+            "image size"
+        )
+    startup = StartupSettings(
+        model=values["model"],
+        weights=values["weights"],
+        backend=values["backend"],
+        device=values["device"],
+        precision=values["precision"],
+        network_size=network if min(network) > 0 else None,
+        output_resolution=values["output_resolution"],
+        max_rate_hz=values["max_rate_hz"],
+        input_qos=values["input_qos"],
+        input_qos_depth=values["input_qos_depth"],
+        use_compressed=values["use_compressed"],
+    )
+    runtime = RuntimeSettings(**{f: values[f] for f in RuntimeSettings.__dataclass_fields__})
+    return startup, runtime
+
+
+def updated_runtime_settings(current: RuntimeSettings, changes: list[Parameter]) -> RuntimeSettings:
+    """`current` with run-time parameter changes applied; ParameterError for a bad value."""
+    specs = {spec.name: spec for spec in parameter_specs() if spec.runtime}
+    updates = {}
+    for param in changes:
+        if param.name in specs:
+            updates[param.name] = _checked(specs[param.name], param.value)
+    return replace(current, **updates)

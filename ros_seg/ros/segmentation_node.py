@@ -1,0 +1,316 @@
+"""The segmentation node: camera images in, semantic / panoptic label images and segments out.
+
+    segmentation_node --ros-args -p model:=pem_stdc1 -p weights:=pem_stdc1.pt -r image:=/camera/image_raw
+
+Subscribes `image` (sensor_msgs/Image) or `image/compressed` (use_compressed),
+and `camera_info`; publishes `semantic`, `panoptic`, `segments`, `overlay`
+(only while subscribed), `segmentation_info` (transient local, once),
+`output_camera_info` (at network resolution only) and `/diagnostics`.
+
+The subscription callback only keeps the newest frame in a one-slot buffer (a
+frame replaced before it was processed counts as dropped); a worker thread
+converts, segments and publishes, so the executor never waits on inference.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.logging import get_logger
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+
+from ros_seg.inference.image_input import ImageError
+from ros_seg.inference.result import SegmentationResult
+from ros_seg.inference.segmenter import Segmenter, resolve_device
+from ros_seg.inference.visualize import blend, colorize_panoptic
+from ros_seg.msg import SegmentArray, SegmentationInfo
+from ros_seg.ros.diagnostics import FrameStatistics
+from ros_seg.ros.image_conversion import array_to_image, compressed_to_array, image_to_array, rgb_array
+from ros_seg.ros.message_builders import scaled_camera_info, segment_array, segmentation_info
+from ros_seg.ros.node_parameters import (
+    ParameterError,
+    StartupSettings,
+    declare_node_parameters,
+    read_parameters,
+    updated_runtime_settings,
+)
+
+NODE_NAME = "segmentation_node"
+ERROR_LOG_PERIOD_S = 5.0
+DIAGNOSTICS_PERIOD_S = 1.0
+OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+
+
+class StartupError(RuntimeError):
+    """The node cannot start; the message names the parameter or file at fault."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A received image message and when it arrived (time.monotonic seconds)."""
+
+    msg: Image | CompressedImage
+    received_at: float
+
+
+class LatestFrame:
+    """One-slot buffer between the subscription callback and the worker thread."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._frame: Frame | None = None
+        self._closed = False
+
+    def put(self, frame: Frame) -> bool:
+        """Store `frame`; True when it replaced a frame the worker had not taken."""
+        with self._condition:
+            replaced = self._frame is not None
+            self._frame = frame
+            self._condition.notify()
+            return replaced
+
+    def take(self, not_before: float) -> Frame | None:
+        """The newest frame, waiting for one and until time.monotonic() >= `not_before`; None once closed."""
+        with self._condition:
+            while not self._closed:
+                wait = not_before - time.monotonic()
+                if self._frame is not None and wait <= 0:
+                    frame, self._frame = self._frame, None
+                    return frame
+                self._condition.wait(timeout=wait if self._frame is not None else None)
+            return None
+
+    def close(self) -> None:
+        """Wake the worker for good."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+
+
+def input_qos(settings: StartupSettings) -> QoSProfile:
+    """Sensor-data (best effort) or reliable keep-last QoS of the image subscription."""
+    reliability = ReliabilityPolicy.RELIABLE if settings.input_qos == "reliable" else ReliabilityPolicy.BEST_EFFORT
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=settings.input_qos_depth,
+        reliability=reliability,
+        durability=DurabilityPolicy.VOLATILE,
+    )
+
+
+def build_segmenter(settings: StartupSettings) -> Segmenter:
+    """The Segmenter the parameters describe; StartupError naming the parameter or file otherwise."""
+    try:
+        resolve_device(settings.device)
+    except ValueError as exc:
+        raise StartupError(f"parameter 'device': {exc}") from None
+    try:
+        return Segmenter(
+            model=settings.model or None,
+            weights=settings.weights or None,
+            device=settings.device,
+            precision=settings.precision,
+            backend=settings.backend,
+            input_size=settings.network_size,
+            output_resolution=settings.output_resolution,
+        )
+    except (ValueError, OSError) as exc:
+        culprit = f"weights file {settings.weights!r}" if settings.weights else f"model {settings.model!r}"
+        raise StartupError(f"cannot load {culprit}: {exc}") from None
+
+
+class SegmentationNode(Node):
+    """Segments the newest camera image with a Segmenter and publishes label images and segments.
+
+    Args:
+        node_name: name of the node (remappable with `__node:=`).
+        **kwargs: passed to rclpy.node.Node (context, parameter_overrides, ...).
+
+    Raises:
+        StartupError: a parameter is invalid or the model cannot be loaded.
+    """
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        self._slot = LatestFrame()
+        self._worker = threading.Thread(target=self._work, name="segmentation_worker", daemon=True)
+        declare_node_parameters(self)
+        try:
+            self.settings, self.runtime = read_parameters(self)
+        except ParameterError as exc:
+            raise StartupError(str(exc)) from None
+        self.segmenter = build_segmenter(self.settings)
+        if self.segmenter.weights is None:
+            self.get_logger().warning(f"model {self.segmenter.model_name} has random weights: outputs are meaningless")
+        self._default_thresholds = (self.segmenter.object_mask_threshold, self.segmenter.overlap_threshold)
+        self.statistics = FrameStatistics(
+            status_name=f"ros_seg: segmentation_node ({self.get_fully_qualified_name()})",
+            hardware_id=str(self.segmenter.device),
+            details={
+                "model": self.segmenter.model_name,
+                "weights": self.settings.weights or "(random)",
+                "backend": self.settings.backend,
+                "device": str(self.segmenter.device),
+                "precision": self.segmenter.precision,
+            },
+        )
+        self._camera_info: CameraInfo | None = None
+
+        self._semantic_pub = self.create_publisher(Image, "semantic", OUTPUT_QOS)
+        self._panoptic_pub = self.create_publisher(Image, "panoptic", OUTPUT_QOS)
+        self._segments_pub = self.create_publisher(SegmentArray, "segments", OUTPUT_QOS)
+        self._overlay_pub = self.create_publisher(Image, "overlay", OUTPUT_QOS)
+        self._camera_info_pub = self.create_publisher(CameraInfo, "output_camera_info", OUTPUT_QOS)
+        self._info_pub = self.create_publisher(SegmentationInfo, "segmentation_info", LATCHED_QOS)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self._info_pub.publish(segmentation_info(self.segmenter.metadata, self.segmenter.model_name, header))
+
+        qos = input_qos(self.settings)
+        if self.settings.use_compressed:
+            topic = self.resolve_topic_name("image") + "/compressed"
+            self.create_subscription(CompressedImage, topic, self._on_image, qos)
+        else:
+            topic = self.resolve_topic_name("image")
+            self.create_subscription(Image, "image", self._on_image, qos)
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos)
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._worker.start()
+        self.get_logger().info(
+            f"segmenting {topic} with {self.segmenter.model_name} on {self.segmenter.device} "
+            f"({self.settings.backend}, {self.segmenter.precision}, {self.settings.input_qos} QoS)"
+        )
+
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        replaced = self._slot.put(Frame(msg, time.monotonic()))
+        self.statistics.frame_received(replaced)
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        try:
+            self.runtime = updated_runtime_settings(self.runtime, params)
+        except ParameterError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _publish_diagnostics(self) -> None:
+        self._diagnostics_pub.publish(self.statistics.report(self.get_clock().now().to_msg()))
+
+    def _work(self) -> None:
+        period = 1.0 / self.settings.max_rate_hz if self.settings.max_rate_hz > 0 else 0.0
+        not_before = 0.0
+        while (frame := self._slot.take(not_before)) is not None:
+            not_before = time.monotonic() + period
+            try:
+                self._process(frame)
+            except ImageError as exc:
+                self.statistics.frame_rejected(str(exc))
+                self.get_logger().error(f"bad image frame: {exc}", throttle_duration_sec=ERROR_LOG_PERIOD_S)
+            except Exception as exc:  # noqa: BLE001 - the node keeps serving; the error is logged and reported
+                if not rclpy.ok(context=self.context):
+                    return
+                self.statistics.frame_failed(f"{type(exc).__name__}: {exc}")
+                self.get_logger().error(
+                    f"segmenting a frame failed: {type(exc).__name__}: {exc}", throttle_duration_sec=ERROR_LOG_PERIOD_S
+                )
+
+    def _process(self, frame: Frame) -> None:
+        """Convert, segment and publish one frame (in the worker thread)."""
+        t0 = time.perf_counter()
+        msg = frame.msg
+        image, encoding = compressed_to_array(msg) if isinstance(msg, CompressedImage) else image_to_array(msg)
+        runtime = self.runtime
+        segmenter = self.segmenter
+        segmenter.object_mask_threshold = (
+            runtime.score_threshold if runtime.score_threshold >= 0 else self._default_thresholds[0]
+        )
+        segmenter.overlap_threshold = (
+            runtime.overlap_threshold if runtime.overlap_threshold >= 0 else self._default_thresholds[1]
+        )
+        t1 = time.perf_counter()
+        result = segmenter.segment(image, encoding)
+        t2 = time.perf_counter()
+        header = msg.header
+        height, width = result.panoptic.shape
+        if runtime.publish_semantic:
+            semantic_encoding = "mono8" if result.semantic.dtype == np.uint8 else "mono16"
+            self._semantic_pub.publish(array_to_image(result.semantic, semantic_encoding, header))
+        if runtime.publish_panoptic:
+            self._panoptic_pub.publish(array_to_image(result.panoptic, "32SC1", header))
+        if runtime.publish_segments:
+            self._segments_pub.publish(segment_array(result, header))
+        if runtime.publish_overlay and self._overlay_pub.get_subscription_count() > 0:
+            self._overlay_pub.publish(array_to_image(self._overlay(image, encoding, result, runtime.overlay_alpha),
+                                                     "rgb8", header))
+        camera_info = self._camera_info
+        if self.settings.output_resolution == "network" and camera_info is not None and camera_info.width > 0:
+            self._camera_info_pub.publish(scaled_camera_info(camera_info, height, width, header))
+        t3 = time.perf_counter()
+        timings = dict(result.timings)
+        timings["decode"] = (t1 - t0) * 1e3
+        timings["publish"] = (t3 - t2) * 1e3
+        self.statistics.frame_processed((time.monotonic() - frame.received_at) * 1e3, timings)
+
+    def _overlay(self, image: np.ndarray, encoding: str, result: SegmentationResult, alpha: float) -> np.ndarray:
+        """(H, W, 3) RGB blend of the image and the panoptic colors, at the output maps' size."""
+        rgb = rgb_array(image, encoding)
+        height, width = result.panoptic.shape
+        if rgb.shape[:2] != (height, width):
+            rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+        classes = {s.id: s.class_id for s in result.segments}
+        colors = colorize_panoptic(result.panoptic, classes, self.segmenter.metadata)
+        return blend(np.ascontiguousarray(rgb), colors, alpha)
+
+    def destroy_node(self) -> None:
+        """Stop the worker (after the frame it is on), then destroy the node."""
+        self._slot.close()
+        if self._worker.is_alive():
+            self._worker.join()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the node until Ctrl-C or SIGTERM; 2 when it cannot start."""
+    rclpy.init(args=args)
+    try:
+        node = SegmentationNode()
+    except StartupError as exc:
+        get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
+        rclpy.try_shutdown()
+        return 2
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

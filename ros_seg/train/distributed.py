@@ -1,0 +1,197 @@
+"""Data-parallel training across processes with torch.distributed.
+
+Processes are started by `torchrun` (or any launcher that sets RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT); a plain `python` run is
+a world of one and needs no process group. NCCL serves GPUs, gloo the CPU.
+Each process draws its own shard of every epoch's permutation (`ShardedBatchSampler`),
+gradients are averaged by DistributedDataParallel, and only rank 0 logs,
+evaluates and writes checkpoints.
+
+BatchNorm statistics are synchronized across GPUs with SyncBatchNorm. PyTorch's
+SyncBatchNorm runs on GPUs only, so CPU processes keep per-process BatchNorm
+statistics (weights still stay identical: DDP averages the gradients and
+broadcasts rank 0's buffers before each forward pass).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process sits in the job.
+
+    Args:
+        rank: global index of the process.
+        world_size: number of processes.
+        local_rank: index of the process on its machine (its GPU index).
+        device: the device this process computes on.
+    """
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0, the process that logs, evaluates and checkpoints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
+
+
+def init_distributed(device: str) -> DistributedContext:
+    """Join the process group described by torchrun's environment, if any.
+
+    device: "cpu" or "cuda"; with "cuda" each process takes GPU LOCAL_RANK and
+    the NCCL backend, with "cpu" the gloo backend.
+    """
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but no CUDA GPU is available: use --device cpu")
+    world_size = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+        torch_device = torch.device("cuda", local_rank)
+    else:
+        torch_device = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if device == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size)
+        log.info("rank %d of %d joined the %s process group", rank, world_size, backend)
+    return DistributedContext(rank, world_size, local_rank, torch_device)
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group (no-op for a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def world_size() -> int:
+    """Number of processes in the job (1 without a process group)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum of `tensor` over all processes (a copy; `tensor` itself is unchanged)."""
+    total = tensor.detach().clone()
+    if world_size() > 1:
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Mean of `tensor` over all processes."""
+    return all_reduce_sum(tensor) / world_size()
+
+
+def barrier() -> None:
+    """Wait for every process (no-op for a single process)."""
+    if world_size() > 1:
+        dist.barrier()
+
+
+def wrap_model(model: nn.Module, context: DistributedContext, find_unused_parameters: bool = False) -> nn.Module:
+    """Model ready for data-parallel training: SyncBatchNorm on GPUs, then DDP; unchanged for one process.
+
+    `find_unused_parameters` is needed when some parameters get no gradient in a
+    step (e.g. deep supervision switched off leaves intermediate heads unused).
+    """
+    if not context.distributed:
+        return model
+    if context.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return DistributedDataParallel(
+            model, device_ids=[context.local_rank], find_unused_parameters=find_unused_parameters
+        )
+    log.info("CPU training: BatchNorm statistics stay per process (SyncBatchNorm needs GPUs)")
+    return DistributedDataParallel(model, find_unused_parameters=find_unused_parameters)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+class ShardedBatchSampler:
+    """Endless, reproducible stream of batches for one process, resumable at any iteration.
+
+    Epoch e is a permutation of the dataset drawn from a generator seeded with
+    (seed, e); process r takes every world_size-th index from position r, cut to
+    whole batches so all processes run the same number of iterations. Batch i
+    of the stream is therefore a pure function of (seed, i, rank, world_size),
+    and restarting at `start_iteration` continues exactly where a run left off.
+    Each element of a batch is a key (epoch, dataset index), so augmentation can
+    be seeded from it too.
+
+    Args:
+        dataset_size: number of samples in the dataset.
+        batch_size: samples per batch of this process.
+        seed: seed of the epoch permutations.
+        rank: this process's index.
+        world_size: number of processes.
+        start_iteration: index of the first batch to produce.
+    """
+
+    def __init__(
+        self, dataset_size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, start_iteration: int = 0
+    ) -> None:
+        self.batches_per_epoch = dataset_size // world_size // batch_size
+        if self.batches_per_epoch < 1:
+            raise ValueError(
+                f"the dataset has {dataset_size} samples, fewer than one batch of {batch_size} per process "
+                f"for {world_size} process(es): use a smaller batch size or more data"
+            )
+        self.dataset_size = dataset_size
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.start_iteration = start_iteration
+
+    def position(self, iteration: int) -> dict[str, int]:
+        """{"epoch", "batch"}: where in the data stream batch `iteration` lies."""
+        return {"epoch": iteration // self.batches_per_epoch, "batch": iteration % self.batches_per_epoch}
+
+    def _epoch_indices(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.dataset_size, generator=generator)
+        shard = order[self.rank :: self.world_size][: self.batches_per_epoch * self.batch_size]
+        return shard.tolist()
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        start = self.position(self.start_iteration)
+        epoch, batch = start["epoch"], start["batch"]
+        while True:
+            indices = self._epoch_indices(epoch)
+            for b in range(batch, self.batches_per_epoch):
+                chunk = indices[b * self.batch_size : (b + 1) * self.batch_size]
+                yield [(epoch, i) for i in chunk]
+            epoch, batch = epoch + 1, 0

@@ -1,0 +1,97 @@
+"""Accuracy of a model on a Cityscapes-layout split: mIoU and, for panoptic data, PQ / SQ / RQ.
+
+Runs the model directly (no Segmenter): each image, optionally resized to an
+evaluation size, goes through the model in eval mode; `semantic_inference` and
+`panoptic_inference` turn the predictions into label maps at the ground
+truth's resolution, which the metric accumulators score. Used by the periodic
+evaluation of training and by `ros-seg eval`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ros_seg.data.class_metadata import ClassMetadata
+from ros_seg.eval.panoptic_metrics import PanopticAccumulator
+from ros_seg.eval.semantic_metrics import SemanticAccumulator
+from ros_seg.inference.postprocess import panoptic_inference, semantic_inference
+from ros_seg.models.mask_former import MaskFormer
+from ros_seg.models.model_config import InferenceConfig
+
+ACCURACY_KEYS = ("miou", "pq", "sq", "rq", "pq_things", "pq_stuff")
+
+
+def ground_truth_panoptic(sample: dict[str, Any]) -> tuple[np.ndarray, dict[int, int], list[int]]:
+    """(H, W) segment ids (0 = void), {segment id: train id} and crowd ids of a dataset sample."""
+    masks = sample["masks"]  # (K, H, W) bool, disjoint
+    ids = np.asarray(sample["segment_ids"], dtype=np.int64)
+    if len(ids) == 0:
+        return np.zeros(masks.shape[1:], dtype=np.int64), {}, []
+    panoptic = np.where(masks.any(axis=0), ids[masks.argmax(axis=0)], 0)
+    segments = {int(i): int(c) for i, c in zip(ids, sample["classes"])}
+    crowd = [int(i) for i, is_crowd in zip(ids, sample["is_crowd"]) if is_crowd]
+    return panoptic, segments, crowd
+
+
+def _json_number(value: float) -> float | None:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+@torch.no_grad()
+def evaluate(
+    model: MaskFormer,
+    dataset: Any,
+    metadata: ClassMetadata,
+    inference: InferenceConfig,
+    device: torch.device,
+    size: tuple[int, int] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Score `model` on every sample of `dataset` (a CityscapesDataset without transform).
+
+    size: (H, W) the images are resized to before the model (None: as stored);
+    predictions are scored at the ground truth's resolution either way.
+    Returns miou, per_class_iou {name: IoU or None}, pixel_accuracy and, when
+    the dataset's task is panoptic, pq, sq, rq, pq_things, pq_stuff (percent;
+    None where undefined), plus "images". The model is left in eval mode.
+    """
+    model.eval()
+    semantic = SemanticAccumulator(metadata)
+    panoptic = PanopticAccumulator(metadata) if dataset.task == "panoptic" else None
+    d = model.size_divisibility
+    for index in tqdm(range(len(dataset)), desc="evaluating", disable=not progress, leave=False):
+        sample = dataset[index]
+        out_size = sample["image"].shape[:2]
+        image = torch.from_numpy(sample["image"]).to(device).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
+        if size is not None and tuple(size) != tuple(out_size):
+            image = F.interpolate(image, size=tuple(size), mode="bilinear", align_corners=False)
+        valid = tuple(image.shape[-2:])
+        padded = (-(-valid[0] // d) * d, -(-valid[1] // d) * d)
+        outputs = model(image)
+        logits, masks = outputs["pred_logits"][0], outputs["pred_masks"][0]  # (Q, K+1), (Q, h, w)
+        labels = semantic_inference(logits, masks, valid, padded, out_size)
+        semantic.update(labels.cpu().numpy(), sample["semantic"])
+        if panoptic is not None:
+            result = panoptic_inference(
+                logits, masks, metadata, valid, padded, out_size,
+                inference.object_mask_threshold, inference.overlap_threshold,
+            )
+            pred_segments = {i + 1: int(c) for i, c in enumerate(result.classes.tolist())}
+            gt_map, gt_segments, gt_crowd = ground_truth_panoptic(sample)
+            panoptic.update(result.panoptic.cpu().numpy(), pred_segments, gt_map, gt_segments, gt_crowd)
+    summary = semantic.summary()
+    report: dict[str, Any] = {
+        "images": len(dataset),
+        "miou": _json_number(summary["miou"]),
+        "per_class_iou": summary["per_class_iou"],
+        "pixel_accuracy": _json_number(summary["pixel_accuracy"]),
+    }
+    pq = panoptic.summary() if panoptic is not None else {}
+    for key in ("pq", "sq", "rq", "pq_things", "pq_stuff"):
+        report[key] = _json_number(pq.get(key, math.nan))
+    return report

@@ -1,0 +1,199 @@
+"""Training configuration: a YAML file under config/train/ parsed into typed, checked sections.
+
+Every key is known: an unknown key, a value of the wrong type or out of range
+is an error naming the key and the file. Sections: top level (model, seed,
+periods), `data`, `solver`, `loss`. Missing keys take the defaults below,
+which are the Mask2Former / PEM recipe where it has one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ros_seg.models.model_config import ConfigError
+
+SCHEDULES = ("cosine", "poly")
+TASKS = ("panoptic", "semantic")
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are augmented.
+
+    root: Cityscapes-layout data folder (`ros-seg train --data` overrides it).
+    val_split: split evaluated during training; null: no evaluation.
+    crop_size / eval_size: [height, width]; eval_size null evaluates at full resolution.
+    """
+
+    root: str | None = None
+    task: str = "panoptic"
+    train_split: str = "train"
+    val_split: str | None = "val"
+    crop_size: list[int] = field(default_factory=lambda: [512, 1024])
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    flip_probability: float = 0.5
+    color_jitter: bool = True
+    eval_size: list[int] | None = None
+    num_workers: int = 4
+
+
+@dataclass
+class SolverConfig:
+    """AdamW, learning-rate schedule, clipping and mixed precision.
+
+    batch_size is the total over all processes. clip_grad_norm clips the norm of
+    all gradients together (detectron2 CLIP_TYPE full_model); 0 disables it.
+    """
+
+    batch_size: int = 16
+    max_iters: int = 90000
+    base_lr: float = 0.0001
+    weight_decay: float = 0.05
+    backbone_lr_multiplier: float = 0.1
+    schedule: str = "poly"
+    poly_power: float = 0.9
+    warmup_iters: int = 0
+    warmup_factor: float = 1.0
+    clip_grad_norm: float = 0.01
+    amp: bool = True
+
+
+@dataclass
+class LossConfig:
+    """Matching costs and loss weights (the same weights serve both), point sampling."""
+
+    class_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    no_object_weight: float = 0.1
+    num_points: int = 12544
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    deep_supervision: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run.
+
+    model: model name (e.g. pem_r50) or model config path.
+    imagenet_weights: optional file of ImageNet backbone weights.
+    eval_period / checkpoint_period: iterations between evaluations / checkpoints
+    (0: only at the end). log_period: iterations between log lines.
+    """
+
+    model: str = "pem_r50"
+    seed: int = 0
+    imagenet_weights: str | None = None
+    eval_period: int = 5000
+    checkpoint_period: int = 5000
+    log_period: int = 20
+    data: DataConfig = field(default_factory=DataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "TrainConfig":
+        config = _build(cls, data, source, section="")
+        _validate(config, source)
+        return config
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read training config {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"training config {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"training config {path} must be a YAML mapping, got {type(data).__name__}")
+        return cls.from_dict(data, source=str(path))
+
+
+def _build(cls: type, data: Any, source: str, section: str) -> Any:
+    """Instance of dataclass `cls` from a mapping, every key and value checked against the field types."""
+    where = f"section '{section}' of {source}" if section else source
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{section}.{name}" if section else name
+        if dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = _build(hints[name], value, source, key)
+        else:
+            kwargs[name] = _coerce(value, hints[name], key, source)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
+    """`value` checked against a field type: int, float, bool, str, list[T] or `T | None`."""
+    args = typing.get_args(annotation)
+    if isinstance(annotation, types.UnionType) and type(None) in args:
+        if value is None:
+            return None
+        annotation = next(a for a in args if a is not type(None))
+        args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"'{key}' in {source} must be a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
+        raise ConfigError(f"'{key}' in {source} must be {annotation.__name__}, got {value!r}")
+    return value
+
+
+def _validate(config: TrainConfig, source: str) -> None:
+    """Ranges and choices the types cannot express."""
+
+    def fail(key: str, requirement: str, value: Any) -> None:
+        raise ConfigError(f"'{key}' in {source} must be {requirement}, got {value!r}")
+
+    data, solver, loss = config.data, config.solver, config.loss
+    if data.task not in TASKS:
+        fail("data.task", f"one of {TASKS}", data.task)
+    for key, size in (("data.crop_size", data.crop_size), ("data.eval_size", data.eval_size)):
+        if size is not None and (len(size) != 2 or min(size) < 1):
+            fail(key, "[height, width] of positive integers", size)
+    if len(data.scale_range) != 2 or not 0 < data.scale_range[0] <= data.scale_range[1]:
+        fail("data.scale_range", "[low, high] with 0 < low <= high", data.scale_range)
+    if not 0.0 <= data.flip_probability <= 1.0:
+        fail("data.flip_probability", "in [0, 1]", data.flip_probability)
+    if data.num_workers < 0:
+        fail("data.num_workers", ">= 0", data.num_workers)
+    if solver.schedule not in SCHEDULES:
+        fail("solver.schedule", f"one of {SCHEDULES}", solver.schedule)
+    for key in ("batch_size", "max_iters"):
+        if getattr(solver, key) < 1:
+            fail(f"solver.{key}", ">= 1", getattr(solver, key))
+    for key in ("base_lr", "weight_decay", "backbone_lr_multiplier", "clip_grad_norm", "warmup_iters", "poly_power"):
+        if getattr(solver, key) < 0:
+            fail(f"solver.{key}", ">= 0", getattr(solver, key))
+    if not 0.0 < solver.warmup_factor <= 1.0:
+        fail("solver.warmup_factor", "in (0, 1]", solver.warmup_factor)
+    if loss.num_points < 1:
+        fail("loss.num_points", ">= 1", loss.num_points)
+    if loss.oversample_ratio < 1.0:
+        fail("loss.oversample_ratio", ">= 1", loss.oversample_ratio)
+    if not 0.0 <= loss.importance_sample_ratio <= 1.0:
+        fail("loss.importance_sample_ratio", "in [0, 1]", loss.importance_sample_ratio)
+    for key in ("eval_period", "checkpoint_period", "log_period"):
+        if getattr(config, key) < 0:
+            fail(key, ">= 0", getattr(config, key))

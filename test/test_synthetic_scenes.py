@@ -1,0 +1,161 @@
+"""Synthetic scenes: determinism, Cityscapes layout, panoptic ground truth as the official script writes it."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ros_seg.cli import synth as synth_cli
+from ros_seg.data import cityscapes_layout as layout
+from ros_seg.data.class_metadata import CITYSCAPES
+from ros_seg.data.synthetic_scenes import MIN_INSTANCE_AREA, frame_rng, synthesize_drive, write_dataset
+
+SIZE = (192, 384)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[layout.FrameName]]:
+    root = tmp_path_factory.mktemp("synth")
+    return root, write_dataset(root, 4, "val", SIZE, seed=7)
+
+
+def _read_all(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_files_and_prefix_independent_of_count(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "a", 2, "train", (96, 192), seed=3)
+    write_dataset(tmp_path / "b", 3, "train", (96, 192), seed=3)
+    a, b = _read_all(tmp_path / "a"), _read_all(tmp_path / "b")
+    images = [k for k in a if k.endswith("_leftImg8bit.png")]
+    assert len(images) == 2
+    for key in a:
+        if not key.endswith(".json"):
+            assert a[key] == b[key], key
+    other = synthesize_drive(frame_rng(4, "train", 0), (96, 192)).render(0)
+    same = synthesize_drive(frame_rng(3, "train", 0), (96, 192)).render(0)
+    again = synthesize_drive(frame_rng(3, "train", 0), (96, 192)).render(0)
+    assert np.array_equal(same.image, again.image) and np.array_equal(same.instance_ids, again.instance_ids)
+    assert not np.array_equal(same.image, other.image)
+
+
+def test_layout_files_and_label_maps(dataset: tuple[Path, list[layout.FrameName]]) -> None:
+    root, names = dataset
+    assert [n.frame for n in names] == [19] * 4 and len({n.city for n in names}) == 2
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[list(CITYSCAPES.label_ids)] = CITYSCAPES.colors
+    for name in names:
+        image = layout.read_png(layout.image_path(root, "val", name), 3)
+        assert image.shape == (*SIZE, 3) and image.dtype == np.uint8
+        label_ids = layout.read_png(layout.gt_path(root, "val", name, layout.LABEL_IDS_SUFFIX), 1)
+        instance_ids = layout.read_png(layout.gt_path(root, "val", name, layout.INSTANCE_IDS_SUFFIX), 1)
+        color = layout.read_png(layout.gt_path(root, "val", name, layout.COLOR_SUFFIX), 3)
+        assert label_ids.dtype == np.uint8 and instance_ids.dtype == np.uint16
+        derived = np.where(instance_ids >= 1000, instance_ids // 1000, instance_ids)
+        assert np.array_equal(derived, label_ids)
+        assert np.array_equal(color, palette[label_ids])
+        assert set(np.unique(label_ids)) <= {0, 1, *CITYSCAPES.label_ids}
+        ids, areas = np.unique(instance_ids, return_counts=True)
+        thing_labels = {i for i, t in zip(CITYSCAPES.label_ids, CITYSCAPES.is_thing) if t}
+        is_object = (ids >= 1000) | np.isin(ids, list(thing_labels))
+        assert (areas[is_object] >= MIN_INSTANCE_AREA).all()
+
+
+def test_panoptic_ground_truth_equals_official_conversion(dataset: tuple[Path, list[layout.FrameName]],
+                                                          tmp_path: Path) -> None:
+    from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
+
+    root, _ = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        convert2panoptic(str(root / "gtFine"), str(tmp_path), False, ["val"])
+    ours = json.loads(layout.panoptic_json_path(root, "val").read_text())
+    official = json.loads((tmp_path / "cityscapes_panoptic_val.json").read_text())
+    assert ours == official
+    for annotation in official["annotations"]:
+        expected = layout.read_png(tmp_path / "cityscapes_panoptic_val" / annotation["file_name"], 3)
+        got = layout.read_png(layout.panoptic_png_dir(root, "val") / annotation["file_name"], 3)
+        assert np.array_equal(got, expected)
+
+
+def test_panoptic_json_consistent_with_png(dataset: tuple[Path, list[layout.FrameName]]) -> None:
+    root, _ = dataset
+    data = json.loads(layout.panoptic_json_path(root, "val").read_text())
+    assert {c["id"] for c in data["categories"]} == set(CITYSCAPES.label_ids)
+    assert [a["image_id"] for a in data["annotations"]] == [i["id"] for i in data["images"]]
+    for annotation in data["annotations"]:
+        ids = layout.rgb_to_id(layout.read_png(layout.panoptic_png_dir(root, "val") / annotation["file_name"], 3))
+        listed = {s["id"]: s for s in annotation["segments_info"]}
+        assert set(np.unique(ids)) - {0} == set(listed)
+        for segment_id, segment in listed.items():
+            ys, xs = np.nonzero(ids == segment_id)
+            assert segment["area"] == len(xs)
+            assert segment["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+            expected_label = segment_id // 1000 if segment_id >= 1000 else segment_id
+            assert segment["category_id"] == expected_label
+            thing = CITYSCAPES.is_thing[CITYSCAPES.label_ids.index(expected_label)]
+            assert segment["iscrowd"] == int(thing and segment_id < 1000)
+
+
+def test_scenes_cover_the_classes() -> None:
+    seen: set[int] = set()
+    for i in range(6):
+        seen |= set(np.unique(synthesize_drive(frame_rng(0, "train", i), (128, 256)).render(0).label_ids).tolist())
+    core = {"road", "sidewalk", "building", "pole", "traffic sign", "vegetation", "sky", "person", "car"}
+    assert {CITYSCAPES.label_ids[CITYSCAPES.names.index(n)] for n in core} <= seen
+    assert len(seen & set(CITYSCAPES.label_ids)) >= 13
+
+
+def test_sequence_frames_move_smoothly(tmp_path: Path) -> None:
+    names = write_dataset(tmp_path, 3, "train", (128, 256), seed=1, sequence=True)
+    assert [(n.sequence, n.frame) for n in names] == [(0, 0), (0, 1), (0, 2)]
+    assert len({n.city for n in names}) == 1
+    drive = synthesize_drive(frame_rng(5, "train", 0), (256, 512), frames=4)
+    a, b = drive.render(0), drive.render(1)
+    shared = np.intersect1d(np.unique(a.instance_ids[a.instance_ids >= 1000]), np.unique(b.instance_ids[b.instance_ids >= 1000]))
+    assert len(shared) >= 3  # objects keep their instance ids
+    for instance in shared:
+        ya, xa = np.nonzero(a.instance_ids == instance)
+        yb, xb = np.nonzero(b.instance_ids == instance)
+        if min(len(xa), len(xb)) > 200:
+            assert abs(xa.mean() - xb.mean()) < 25 and abs(ya.mean() - yb.mean()) < 25
+    assert (a.label_ids == b.label_ids).mean() > 0.85
+    independent = synthesize_drive(frame_rng(6, "train", 0), (256, 512)).render(0)
+    assert (a.label_ids == b.label_ids).mean() > (a.label_ids == independent.label_ids).mean()
+
+
+def test_render_speed() -> None:
+    drive = synthesize_drive(frame_rng(0, "train", 1), (512, 1024))
+    drive.render(0)
+    timings = []
+    for _ in range(3):
+        start = time.perf_counter()
+        drive.render(0)
+        timings.append(time.perf_counter() - start)
+    assert sorted(timings)[1] < 0.5
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ros-seg")
+    synth_cli.register(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_cli_writes_and_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = _parser()
+    args = parser.parse_args(["synth", "--out", str(tmp_path), "--n", "2", "--split", "val", "--size", "64x128", "--seed", "2"])
+    assert args.func(args) == 0
+    assert len(list((tmp_path / "leftImg8bit" / "val").rglob("*.png"))) == 2
+    assert args.func(args) == 2  # the split already holds images
+    assert "already holds images" in capsys.readouterr().err
+    args = parser.parse_args(["synth", "--out", str(tmp_path / "x"), "--n", "0"])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "at least 1" in err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["synth", "--out", str(tmp_path), "--n", "1", "--size", "big"])
