@@ -88,7 +88,8 @@ def test_semantic_sample_agrees_with_panoptic(synth_root: Path) -> None:
 def test_official_layout_with_crowd_ignored_class_and_ego_vehicle(handmade_root: Path) -> None:
     sample = CityscapesDataset(handmade_root, "train", "panoptic")[0]
     assert sample["name"] == "aachen_000000_000019"
-    by_id = {int(s): (int(c), bool(crowd)) for s, c, crowd in zip(sample["segment_ids"], sample["classes"], sample["is_crowd"])}
+    segments = zip(sample["segment_ids"], sample["classes"], sample["is_crowd"])
+    by_id = {int(s): (int(c), bool(crowd)) for s, c, crowd in segments}
     car, person = TRAIN_ID["car"], TRAIN_ID["person"]
     assert by_id == {23: (TRAIN_ID["sky"], False), 7: (TRAIN_ID["road"], False), 26000: (car, False),
                      26001: (car, False), 26: (car, True), 24003: (person, False)}

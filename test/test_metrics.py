@@ -20,6 +20,7 @@ from ros_seg.eval.prediction_files import (
     PanopticPredictionWriter,
     score_panoptic_predictions,
     score_semantic_predictions,
+    write_semantic_prediction,
 )
 from ros_seg.eval.semantic_metrics import SemanticAccumulator
 
@@ -78,7 +79,9 @@ def semantic_predictions(gt_root: Path, tmp_path_factory: pytest.TempPathFactory
     return out
 
 
-def _panoptic_prediction(gt_ids: np.ndarray, segments: list[dict], rng: np.random.Generator) -> tuple[np.ndarray, dict[int, int]]:
+def _panoptic_prediction(
+    gt_ids: np.ndarray, segments: list[dict], rng: np.random.Generator
+) -> tuple[np.ndarray, dict[int, int]]:
     """Perturbed copy of a ground-truth panoptic map: new ids, shifted / swapped / dropped / merged /
     split segments and extra false positives (on void, on crowd, anywhere)."""
     h, w = gt_ids.shape
@@ -237,6 +240,21 @@ def test_semantic_accumulator_rules() -> None:
     assert summary["pixel_accuracy"] == pytest.approx(400 / 6)
 
 
+def test_written_semantic_predictions_score_like_the_arrays(gt_root: Path, tmp_path: Path) -> None:
+    table = layout.label_to_train_table(CITYSCAPES)
+    rng = np.random.default_rng(3)
+    streamed = SemanticAccumulator()
+    for gt_file in sorted((gt_root / "gtFine" / SPLIT).glob(f"*/*{layout.LABEL_IDS_SUFFIX}")):
+        gt = table[layout.read_png(gt_file, 1)]
+        pred = np.where(rng.uniform(size=gt.shape) < 0.2, rng.integers(0, 19, gt.shape), gt).astype(np.uint8)
+        pred[:8] = 255  # written as unlabeled (0)
+        write_semantic_prediction(tmp_path, layout.FrameName.parse(gt_file.name).stem, pred)
+        streamed.update(pred, gt)
+    from_files = score_semantic_predictions(gt_root, tmp_path, SPLIT)
+    assert from_files["miou"] == pytest.approx(streamed.summary()["miou"], abs=1e-12)
+    assert from_files["per_class_iou"] == pytest.approx(streamed.summary()["per_class_iou"], abs=1e-12)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ros-seg")
     metrics_cli.register(parser.add_subparsers(dest="command"))
@@ -247,19 +265,24 @@ def test_cli_json_output_and_errors(gt_root: Path, semantic_predictions: Path, p
                                     tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = _parser()
     out = tmp_path / "semantic.json"
-    args = parser.parse_args(["metrics", "--task", "semantic", "--gt", str(gt_root), "--pred", str(semantic_predictions),
-                              "--json", str(out)])
+    args = parser.parse_args(
+        ["metrics", "--task", "semantic", "--gt", str(gt_root), "--pred", str(semantic_predictions), "--json", str(out)]
+    )
     assert args.func(args) == 0
     result = json.loads(out.read_text())
     assert result["miou"] == pytest.approx(score_semantic_predictions(gt_root, semantic_predictions)["miou"])
     assert set(result["per_class_iou"]) == set(CITYSCAPES.names)
 
-    args = parser.parse_args(["metrics", "--task", "panoptic", "--gt", str(gt_root), "--pred", str(panoptic_predictions),
-                              "--json", "-"])
+    args = parser.parse_args(
+        ["metrics", "--task", "panoptic", "--gt", str(gt_root), "--pred", str(panoptic_predictions), "--json", "-"]
+    )
     capsys.readouterr()
     assert args.func(args) == 0
     result = json.loads(capsys.readouterr().out)
     assert {"pq", "sq", "rq", "pq_things", "pq_stuff", "per_class"} <= set(result)
+    args = parser.parse_args(["metrics", "--task", "panoptic", "--gt", str(gt_root), "--pred", str(panoptic_predictions)])
+    assert args.func(args) == 0
+    assert f"all     PQ {result['pq']:6.2f}" in capsys.readouterr().out
 
     partial = tmp_path / "partial"
     kept = sorted(semantic_predictions.rglob("*.png"))[1:]

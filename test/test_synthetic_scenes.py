@@ -117,7 +117,7 @@ def test_sequence_frames_move_smoothly(tmp_path: Path) -> None:
     assert len({n.city for n in names}) == 1
     drive = synthesize_drive(frame_rng(5, "train", 0), (256, 512), frames=4)
     a, b = drive.render(0), drive.render(1)
-    shared = np.intersect1d(np.unique(a.instance_ids[a.instance_ids >= 1000]), np.unique(b.instance_ids[b.instance_ids >= 1000]))
+    shared = np.intersect1d(a.instance_ids[a.instance_ids >= 1000], b.instance_ids[b.instance_ids >= 1000])
     assert len(shared) >= 3  # objects keep their instance ids
     for instance in shared:
         ya, xa = np.nonzero(a.instance_ids == instance)
@@ -148,7 +148,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def test_cli_writes_and_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = _parser()
-    args = parser.parse_args(["synth", "--out", str(tmp_path), "--n", "2", "--split", "val", "--size", "64x128", "--seed", "2"])
+    args = parser.parse_args(
+        ["synth", "--out", str(tmp_path), "--n", "2", "--split", "val", "--size", "64x128", "--seed", "2"]
+    )
     assert args.func(args) == 0
     assert len(list((tmp_path / "leftImg8bit" / "val").rglob("*.png"))) == 2
     assert args.func(args) == 2  # the split already holds images

@@ -19,7 +19,8 @@ PALETTE = np.random.default_rng(0).integers(0, 256, (256, 3)).astype(np.uint8)
 def _sample(height: int = 60, width: int = 90, seed: int = 0) -> dict:
     """Blocky label map; the image paints each class in its palette colour."""
     rng = np.random.default_rng(seed)
-    semantic = np.kron(rng.integers(0, 6, (height // 10, width // 10)), np.ones((10, 10), dtype=np.int64)).astype(np.uint8)
+    blocks = rng.integers(0, 6, (height // 10, width // 10))
+    semantic = np.kron(blocks, np.ones((10, 10), dtype=np.int64)).astype(np.uint8)
     semantic[:10, :10] = 255
     classes = np.unique(semantic[semantic != 255]).astype(np.int64)
     return {

@@ -47,7 +47,8 @@ def _print_summary(result: dict) -> None:
     if "miou" in result:
         for name, iou in result["per_class_iou"].items():
             print(f"{name:14s} {_fmt(iou)}")
-        print(f"mIoU {_fmt(result['miou'])}  pixel accuracy {_fmt(result['pixel_accuracy'])}  ({result['images']} images)")
+        print(f"mIoU {_fmt(result['miou'])}  pixel accuracy {_fmt(result['pixel_accuracy'])}  "
+              f"({result['images']} images)")
         return
     for name, scores in result["per_class"].items():
         print(f"{name:14s} PQ {_fmt(scores['pq'])}  SQ {_fmt(scores['sq'])}  RQ {_fmt(scores['rq'])}")

@@ -27,14 +27,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=("train", "val"), default="train", help="split to write (default train)")
     p.add_argument("--size", type=image_size, default=(512, 1024), help="frame HxW (default 512x1024)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--sequence", action="store_true", help="consecutive frames of one drive instead of independent scenes")
+    p.add_argument(
+        "--sequence", action="store_true", help="consecutive frames of one drive instead of independent scenes"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
-        names = write_dataset(args.out, args.n, split=args.split, size=args.size, seed=args.seed, sequence=args.sequence)
+        names = write_dataset(
+            args.out, args.n, split=args.split, size=args.size, seed=args.seed, sequence=args.sequence
+        )
     except (ValueError, OSError) as exc:
         print(f"ros-seg synth: error: {exc}", file=sys.stderr)
         return 2

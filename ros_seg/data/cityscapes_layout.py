@@ -64,7 +64,9 @@ class FrameName:
 
     def __post_init__(self) -> None:
         if not self.city or "_" in self.city or os.sep in self.city:
-            raise ValueError(f"invalid Cityscapes city name {self.city!r}: it must be non-empty, without '_' or '{os.sep}'")
+            raise ValueError(
+                f"invalid Cityscapes city name {self.city!r}: it must be non-empty, without '_' or '{os.sep}'"
+            )
 
     @property
     def stem(self) -> str:

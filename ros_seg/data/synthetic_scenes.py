@@ -276,7 +276,8 @@ class _Barrier:
 
     def draw(self, canvas: _Canvas, cam_z: float, light: float) -> None:
         z0, z1 = self.z0 - cam_z, self.z1 - cam_z
-        canvas.cuboid((self.face - 0.1, self.face + 0.1, 0.0, self.height, z0, z1), _shade(self.color, light), self.label)
+        box = (self.face - 0.1, self.face + 0.1, 0.0, self.height, z0, z1)
+        canvas.cuboid(box, _shade(self.color, light), self.label)
         if self.label == FENCE:
             zs = np.arange(math.ceil(max(z0, 1.0) / 2.0) * 2.0, z1, 2.0)
             if len(zs):
@@ -366,7 +367,8 @@ class _Vehicle(_Actor):
         x0, x1, y0, y1, z0, z1 = box
         ya, yb = y0 + inset, y1 - inset
         if z0 > Z_NEAR:
-            front = [[x0 + inset, ya, z0 - 0.01], [x1 - inset, ya, z0 - 0.01], [x1 - inset, yb, z0 - 0.01], [x0 + inset, yb, z0 - 0.01]]
+            z = z0 - 0.01
+            front = [[x0 + inset, ya, z], [x1 - inset, ya, z], [x1 - inset, yb, z], [x0 + inset, yb, z]]
             canvas.polygon3d(np.array(front), glass, None)
         for x, visible in ((x0 - 0.01, x0 > 0), (x1 + 0.01, x1 < 0)):
             if visible:
@@ -505,8 +507,8 @@ class _Tree(_Actor):
     def draw(self, canvas: _Canvas, z: float, time: float, light: float) -> None:
         cam = canvas.camera
         if self.trunk > 0:
-            canvas.cuboid((self.x - 0.14, self.x + 0.14, 0.0, self.trunk + 0.5, z, z + 0.28), _shade((85, 65, 45), light),
-                          VEGETATION)
+            trunk = (self.x - 0.14, self.x + 0.14, 0.0, self.trunk + 0.5, z, z + 0.28)
+            canvas.cuboid(trunk, _shade((85, 65, 45), light), VEGETATION)
         centres = cam.project_billboard(self.x, z, self.lobes[:, :2])
         for k, (centre, r) in enumerate(zip(centres, self.lobes[:, 2])):
             px = cam.focal * r / z
@@ -538,7 +540,8 @@ class _StreetPole(_Actor):
             canvas.cuboid((xa, xb, h - 0.25, h - 0.12, z, z + 0.12), gray, POLE)
         if self.kind == "lamp":
             xe = x + d * self.arm
-            canvas.cuboid((xe - 0.3, xe + 0.3, h - 0.4, h - 0.22, z - 0.1, z + 0.2), _shade((170, 170, 165), light), POLE)
+            head = (xe - 0.3, xe + 0.3, h - 0.4, h - 0.22, z - 0.1, z + 0.2)
+            canvas.cuboid(head, _shade((170, 170, 165), light), POLE)
         elif self.kind == "sign":
             self._sign(canvas, x, h - 0.35, z - 0.02, light)
         else:
@@ -659,8 +662,8 @@ class StreetDrive:
     def _draw_ground(self, canvas: _Canvas, cam_z: float) -> None:
         for strip in self.ground:
             if strip.period == 0.0:
-                quad = np.array([[strip.x0, 0, Z_NEAR], [strip.x1, 0, Z_NEAR], [strip.x1, 0, Z_FAR], [strip.x0, 0, Z_FAR]])
-                canvas.polygon3d(quad.astype(np.float64), strip.color, strip.label)
+                quad = _ground_quads(strip.x0, strip.x1, np.array([Z_NEAR]), np.array([Z_FAR]))[0]
+                canvas.polygon3d(quad, strip.color, strip.label)
                 continue
             first = math.floor((cam_z + Z_NEAR) / strip.period) * strip.period - cam_z
             starts = np.arange(first, Z_FAR, strip.period)
@@ -680,7 +683,8 @@ class StreetDrive:
         out = image.astype(np.float32) * factor[..., None]
         rows = np.arange(self.camera.height, dtype=np.float32)
         haze = self.light["haze"] * np.exp(-np.abs(rows - self.camera.horizon) / (0.12 * self.camera.height))
-        out = out * (1 - haze[:, None, None]) + self.sky[int(np.clip(self.camera.horizon, 0, self.camera.height - 1))] * haze[:, None, None]
+        haze_color = self.sky[int(np.clip(self.camera.horizon, 0, self.camera.height - 1))].astype(np.float32)
+        out = out * (1 - haze[:, None, None]) + haze_color * haze[:, None, None]
         tint = np.array([self.light["tint_r"], 1.0, self.light["tint_b"]], dtype=np.float32)
         out = (out * tint * self.light["brightness"] - 128.0) * self.light["contrast"] + 128.0
         out += rng.standard_normal(out.shape[:2], dtype=np.float32)[..., None] * 2.0
@@ -696,8 +700,7 @@ def _ground_quads(x0: float | np.ndarray, x1: float | np.ndarray, z0: np.ndarray
     x1 = np.broadcast_to(x1, z0.shape)
     zero = np.zeros_like(z0)
     return np.stack(
-        [np.stack([x0, zero, z0], -1), np.stack([x1, zero, z0], -1), np.stack([x1, zero, z1], -1), np.stack([x0, zero, z1], -1)],
-        axis=1,
+        [np.stack(corner, -1) for corner in ((x0, zero, z0), (x1, zero, z0), (x1, zero, z1), (x0, zero, z1))], axis=1
     )
 
 
@@ -819,7 +822,8 @@ def synthesize_drive(rng: np.random.Generator, size: tuple[int, int] = (512, 102
         ground.append(_GroundStrip(boundary - 0.07, boundary + 0.07, None, white))
     if bike_lane:
         ground.append(_GroundStrip(right_lanes_edge + 1.4, right_lanes_edge + 1.5, None, white, 4.0, 2.0))
-    crosswalks = [(float(z), left_lanes_edge, right_lanes_edge) for z in _place_along(rng, 12.0, street_end, (60.0, 140.0))]
+    crosswalk_z = _place_along(rng, 12.0, street_end, (60.0, 140.0))
+    crosswalks = [(float(z), left_lanes_edge, right_lanes_edge) for z in crosswalk_z]
 
     structures: list = []
     actors: list[_Actor] = []
@@ -963,8 +967,9 @@ def _street_furniture(rng: np.random.Generator, side: int, edge: float, sidewalk
             actors.append(_StreetPole(kerb, z, kind="sign", height=rng.uniform(2.4, 3.3), toward_road=-side,
                                       sign_shape=str(_pick(rng, ("circle", "triangle", "square", "diamond")))))
         else:
-            actors.append(_StreetPole(kerb, z, kind=str(_pick(rng, ("light", "overhead"))), height=rng.uniform(3.0, 5.5),
-                                      toward_road=-side, arm=rng.uniform(2.5, 5.0), lit=int(rng.integers(3))))
+            kind = str(_pick(rng, ("light", "overhead")))
+            actors.append(_StreetPole(kerb, z, kind=kind, height=rng.uniform(3.0, 5.5), toward_road=-side,
+                                      arm=rng.uniform(2.5, 5.0), lit=int(rng.integers(3))))
     if rng.uniform() < 0.6:
         x_tree = edge + side * (sidewalk + verge / 2 if verge > 1.0 else 1.0)
         for z in _place_along(rng, -10.0, street_end, (7.0, 20.0)):
@@ -1021,7 +1026,8 @@ def _vehicle(rng: np.random.Generator, x: float, z: float, speed: float, oncomin
     elif roll < 0.2:
         label, w, h, l, color = TRUCK, 2.45, rng.uniform(3.0, 3.7), rng.uniform(6.0, 9.0), _pick(rng, _CAR_COLORS)
     else:
-        label, w, h, l, color = CAR, rng.uniform(1.7, 1.95), rng.uniform(1.4, 1.6), rng.uniform(4.0, 4.8), _pick(rng, _CAR_COLORS)
+        label, w, h, l = CAR, rng.uniform(1.7, 1.95), rng.uniform(1.4, 1.6), rng.uniform(4.0, 4.8)
+        color = _pick(rng, _CAR_COLORS)
     return _Vehicle(x, z, speed=speed, length=l, track=tracks(label), label=label, width=w, height=h, color=color,
                     oncoming=oncoming)
 
@@ -1123,7 +1129,8 @@ def write_dataset(out: Path, n: int, split: str = "train", size: tuple[int, int]
         label_ids = frame.label_ids
         layout.write_png(layout.image_path(out, split, name), frame.image)
         layout.write_png(layout.gt_path(out, split, name, layout.LABEL_IDS_SUFFIX), label_ids)
-        layout.write_png(layout.gt_path(out, split, name, layout.INSTANCE_IDS_SUFFIX), frame.instance_ids.astype(np.uint16))
+        instance_path = layout.gt_path(out, split, name, layout.INSTANCE_IDS_SUFFIX)
+        layout.write_png(instance_path, frame.instance_ids.astype(np.uint16))
         layout.write_png(layout.gt_path(out, split, name, layout.COLOR_SUFFIX), colors[label_ids])
         panoptic, segments = layout.panoptic_from_instance_ids(frame.instance_ids, metadata)
         annotation = layout.panoptic_annotation_entry(name, segments)

@@ -59,7 +59,9 @@ class PanopticAccumulator:
         classes = np.array([-1] + [int(segments[int(i)]) for i in ids[1:]], dtype=np.int64)
         bad = classes[1:][(classes[1:] < 0) | (classes[1:] >= self.metadata.num_classes)]
         if len(bad):
-            raise ValueError(f"{what} segments have classes {sorted(set(bad.tolist()))} outside 0..{self.metadata.num_classes - 1}")
+            raise ValueError(
+                f"{what} segments have classes {sorted(set(bad.tolist()))} outside 0..{self.metadata.num_classes - 1}"
+            )
         return classes
 
     def update(
@@ -80,7 +82,9 @@ class PanopticAccumulator:
             gt_crowd: ids of ground-truth crowd segments.
         """
         if pred_panoptic.shape != gt_panoptic.shape:
-            raise ValueError(f"prediction shape {pred_panoptic.shape} differs from ground truth shape {gt_panoptic.shape}")
+            raise ValueError(
+                f"prediction shape {pred_panoptic.shape} differs from ground truth shape {gt_panoptic.shape}"
+            )
         pred_ids, pred_index = _index_map(pred_panoptic.astype(np.int64), pred_segments, "predicted")
         gt_ids, gt_index = _index_map(gt_panoptic.astype(np.int64), gt_segments, "ground-truth")
         pred_class = self._classes(pred_ids, pred_segments, "predicted")

@@ -34,7 +34,9 @@ def _train_ids(label_ids: np.ndarray, table: np.ndarray, ignore_id: int) -> np.n
     return np.where(inside, table[np.clip(label_ids, 0, len(table) - 1)], ignore_id).astype(np.uint8)
 
 
-def write_semantic_prediction(out_dir: Path, stem: str, semantic: np.ndarray, metadata: ClassMetadata = CITYSCAPES) -> Path:
+def write_semantic_prediction(
+    out_dir: Path, stem: str, semantic: np.ndarray, metadata: ClassMetadata = CITYSCAPES
+) -> Path:
     """Write (H, W) train ids as ``out_dir/{stem}_labelIds.png`` in label ids (unlabeled = 0)."""
     table = np.zeros(256, dtype=np.uint8)
     table[: metadata.num_classes] = metadata.label_ids
@@ -52,7 +54,9 @@ class PanopticPredictionWriter:
         metadata: the label set; classes are written as its label ids.
     """
 
-    def __init__(self, out_dir: Path, name: str = "cityscapes_panoptic_val", metadata: ClassMetadata = CITYSCAPES) -> None:
+    def __init__(
+        self, out_dir: Path, name: str = "cityscapes_panoptic_val", metadata: ClassMetadata = CITYSCAPES
+    ) -> None:
         self.json_path = Path(out_dir) / f"{name}.json"
         self.png_dir = Path(out_dir) / name
         self.metadata = metadata
@@ -105,7 +109,9 @@ def score_semantic_predictions(gt_root: Path, pred_dir: Path, split: str = "val"
     gt_dir = gt_root / "gtFine" / split
     gt_files = sorted(gt_dir.glob(f"*/*{layout.LABEL_IDS_SUFFIX}"))
     if not gt_files:
-        raise FileNotFoundError(f"no ground truth under {gt_dir}: expected {gt_dir}/<city>/<city>_<seq>_<frame>{layout.LABEL_IDS_SUFFIX}")
+        raise FileNotFoundError(
+            f"no ground truth under {gt_dir}: expected {gt_dir}/<city>/<city>_<seq>_<frame>{layout.LABEL_IDS_SUFFIX}"
+        )
     if not pred_dir.is_dir():
         raise FileNotFoundError(f"prediction folder {pred_dir} does not exist")
     predictions = _find_semantic_predictions(pred_dir)
@@ -114,11 +120,16 @@ def score_semantic_predictions(gt_root: Path, pred_dir: Path, split: str = "val"
     for gt_file in gt_files:
         stem = layout.FrameName.parse(gt_file.name).stem
         if stem not in predictions:
-            raise FileNotFoundError(f"no prediction for ground-truth image {stem}: expected a PNG named {stem}*.png under {pred_dir}")
+            raise FileNotFoundError(
+                f"no prediction for ground-truth image {stem}: expected a PNG named {stem}*.png under {pred_dir}"
+            )
         gt = layout.read_png(gt_file, 1)
         pred = layout.read_png(predictions[stem], 1)
         if pred.shape != gt.shape:
-            raise ValueError(f"prediction {predictions[stem]} is {pred.shape[1]}x{pred.shape[0]}, ground truth {gt.shape[1]}x{gt.shape[0]}")
+            raise ValueError(
+                f"prediction {predictions[stem]} is {pred.shape[1]}x{pred.shape[0]}, "
+                f"ground truth {gt.shape[1]}x{gt.shape[0]}"
+            )
         accumulator.update(_train_ids(pred, table, metadata.ignore_id), _train_ids(gt, table, metadata.ignore_id))
     return {**accumulator.summary(), "images": len(gt_files)}
 
@@ -136,8 +147,11 @@ def _prediction_json(pred: Path, split: str) -> Path:
     if preferred.is_file():
         return preferred
     if not candidates:
-        raise FileNotFoundError(f"no panoptic prediction json in {pred}: expected {preferred} with its PNGs in {preferred.with_suffix('')}/")
-    raise ValueError(f"several json files in {pred} ({', '.join(c.name for c in candidates)}): name the prediction {preferred.name}")
+        raise FileNotFoundError(
+            f"no panoptic prediction json in {pred}: expected {preferred} with its PNGs in {preferred.with_suffix('')}/"
+        )
+    names = ", ".join(c.name for c in candidates)
+    raise ValueError(f"several json files in {pred} ({names}): name the prediction {preferred.name}")
 
 
 def _segment_classes(segments_info: list[dict], metadata: ClassMetadata, what: str) -> dict[int, int]:
@@ -150,7 +164,9 @@ def _segment_classes(segments_info: list[dict], metadata: ClassMetadata, what: s
         category = int(segment["category_id"])
         train_id = int(table[category]) if 0 <= category < len(table) else metadata.ignore_id
         if train_id == metadata.ignore_id:
-            raise ValueError(f"{what}: segment {segment['id']} has category_id {category}, not a label id of an evaluated class")
+            raise ValueError(
+                f"{what}: segment {segment['id']} has category_id {category}, not a label id of an evaluated class"
+            )
         classes[int(segment["id"])] = train_id
     return classes
 
@@ -185,10 +201,11 @@ def score_panoptic_predictions(gt_root: Path, pred: Path, split: str = "val",
         gt_classes = _segment_classes(gt_annotation["segments_info"], metadata, f"{gt_json} image {image_id}")
         pred_classes = _segment_classes(pred_annotation["segments_info"], metadata, f"{pred_json} image {image_id}")
         present = set(np.unique(pred_map).tolist()) - {0}
-        if present - pred_classes.keys() or pred_classes.keys() - present:
+        only_png, only_json = sorted(present - pred_classes.keys()), sorted(pred_classes.keys() - present)
+        if only_png or only_json:
             raise ValueError(
-                f"prediction for {image_id}: segment ids {sorted(present - pred_classes.keys())} are in the PNG but not "
-                f"in the json, {sorted(pred_classes.keys() - present)} in the json but not in the PNG"
+                f"prediction for {image_id}: segment ids {only_png} are in the PNG but not in the json, "
+                f"{only_json} in the json but not in the PNG"
             )
         crowd = [int(s["id"]) for s in gt_annotation["segments_info"] if s.get("iscrowd", 0)]
         accumulator.update(pred_map, pred_classes, gt_map, gt_classes, crowd)

@@ -32,7 +32,9 @@ class SemanticAccumulator:
     def update(self, prediction: np.ndarray, ground_truth: np.ndarray) -> None:
         """Add one image: (H, W) predicted and ground-truth train ids."""
         if prediction.shape != ground_truth.shape:
-            raise ValueError(f"prediction shape {prediction.shape} differs from ground truth shape {ground_truth.shape}")
+            raise ValueError(
+                f"prediction shape {prediction.shape} differs from ground truth shape {ground_truth.shape}"
+            )
         n = self.metadata.num_classes
         gt = ground_truth.astype(np.int64).ravel()
         pred = prediction.astype(np.int64).ravel()

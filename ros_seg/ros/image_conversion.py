@@ -94,7 +94,7 @@ def array_to_image(pixels: np.ndarray, encoding: str, header: Header) -> Image:
         raise ValueError(f"{encoding} needs {channels}-channel {dtype} pixels, got {pixels.dtype} {pixels.shape}")
     height, width = pixels.shape[:2]
     data = array.array("B")
-    data.frombytes(np.ascontiguousarray(pixels))
+    data.frombytes(np.ascontiguousarray(pixels).reshape(-1).view(np.uint8))  # the one copy
     msg = Image(check_fields=True)
     msg.header = header
     msg.height = height

@@ -14,9 +14,9 @@ both linear, which makes this equal to predicting at 1/4 and resizing.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ros_seg.models.bilinear_resize import resize_bilinear
 from ros_seg.models.position_encoding import SinePositionEncoding
 from ros_seg.models.transformer_decoders.decoder_layers import MLP, FeedForwardLayer, SelfAttentionLayer
 from ros_seg.models.transformer_decoders.masked_cross_attention import MaskedCrossAttention
@@ -115,9 +115,7 @@ class MaskedTransformerDecoder(nn.Module):
             for i, (proj, f) in enumerate(zip(self.input_proj, features))
         ]
         # Mask features resized to each level, for attention masks predicted there directly.
-        level_mask_features = [
-            F.interpolate(mask_features, size=s, mode="bilinear", align_corners=False) for s in sizes
-        ]
+        level_mask_features = [resize_bilinear(mask_features, s) for s in sizes]
         query_pos = self.query_embed.weight[None].expand(batch, -1, -1)  # (B, Q, C)
         query = self.query_feat.weight[None].expand(batch, -1, -1)  # (B, Q, C)
 
@@ -130,7 +128,7 @@ class MaskedTransformerDecoder(nn.Module):
                 logits, masks = self.predict(query, mask_features)
                 if not last:
                     aux.append({"pred_logits": logits, "pred_masks": masks})
-                attn_mask = None if last else F.interpolate(masks, size=sizes[level], mode="bilinear", align_corners=False)
+                attn_mask = None if last else resize_bilinear(masks, sizes[level])
             else:
                 _, attn_mask = self.predict(query, level_mask_features[level])
             if last:

@@ -81,7 +81,7 @@ class PEMCrossAttention(nn.Module):
         qry = query.view(b, q, h, d).transpose(1, 2)  # (B, h, Q, d)
         sim = qry @ mem.transpose(2, 3)  # (B, h, Q, N)
         if visible is not None:
-            sim = sim.masked_fill(~visible[:, None], float("-inf"))
+            sim.masked_fill_(~visible[:, None], float("-inf"))
         index = sim.argmax(dim=3)  # (B, h, Q)
         proto = mem.gather(2, index[..., None].expand(-1, -1, -1, d))  # (B, h, Q, d)
         return proto.transpose(1, 2).reshape(b, q, c)

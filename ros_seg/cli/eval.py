@@ -1,0 +1,91 @@
+"""`ros-seg eval`: accuracy of a trained model on a Cityscapes-layout split (mIoU, PQ / SQ / RQ)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ros_seg.cli.arguments import add_json_argument, image_size, write_json
+from ros_seg.data.cityscapes import TASKS, CityscapesDataset
+from ros_seg.models.load import load_model
+from ros_seg.train.evaluation import evaluate
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="score a trained model on a data split (mIoU, PQ)",
+        description="Run a trained model over every image of a split in the Cityscapes layout (real "
+        "Cityscapes with createPanopticImgs output, or `ros-seg synth`) and score it: mIoU and per-class IoU "
+        "(cityscapesScripts' pixel-level rules) and, for the panoptic task, PQ, SQ, RQ, PQ of things and of "
+        "stuff (COCO panoptic rules), all in percent. Predictions are scored at the ground truth's resolution; "
+        "--size only changes the resolution the model sees. Writes a JSON object (--json) and a Markdown "
+        "report (--markdown, or next to the JSON file as .md; printed when no JSON goes to stdout).",
+    )
+    p.add_argument("--model", required=True, help="model name (e.g. pem_stdc1) or config file; must match the weights")
+    p.add_argument("--weights", required=True, metavar="CKPT", help="ros_seg checkpoint (e.g. OUT/model_final.pt of ros-seg train)")
+    p.add_argument("--data", required=True, metavar="DIR", help="Cityscapes-layout data root")
+    p.add_argument("--split", default="val", help="split to score (default val)")
+    p.add_argument("--task", choices=TASKS, default="panoptic",
+                   help="panoptic (mIoU and PQ, default) or semantic (mIoU from labelIds only)")
+    p.add_argument("--size", type=image_size, default=None, metavar="HxW",
+                   help="resize images to HxW before the model (default: as stored, e.g. 1024x2048)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--markdown", metavar="OUT.md", default=None, help="write the Markdown report to this file")
+    add_json_argument(p)
+    p.set_defaults(func=run)
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """The evaluation as Markdown: summary table, then per-class IoU."""
+    lines = [
+        f"# Evaluation of {report['model']} on {report['split']} ({report['images']} images)",
+        "",
+        f"Weights: `{report['weights']}`; data: `{report['data']}`.",
+        "",
+        "| metric | value (%) |",
+        "|---|---|",
+    ]
+    for key in ("miou", "pq", "sq", "rq", "pq_things", "pq_stuff"):
+        lines.append(f"| {key} | {_percent(report[key])} |")
+    lines += ["", "| class | IoU (%) |", "|---|---|"]
+    lines += [f"| {name} | {_percent(value)} |" for name, value in report["per_class_iou"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was requested but no CUDA GPU is available")
+    loaded = load_model(args.model, args.weights)
+    dataset = CityscapesDataset(args.data, args.split, args.task, metadata=loaded.metadata)
+    scores = evaluate(loaded.model.to(device), dataset, loaded.metadata, loaded.config.inference, device,
+                      size=args.size, progress=sys.stderr.isatty())
+    report = {
+        "model": loaded.config.name,
+        "weights": str(args.weights),
+        "data": str(args.data),
+        "split": args.split,
+        "task": args.task,
+        "size": list(args.size) if args.size else None,
+        **scores,
+    }
+    markdown = markdown_report(report)
+    if args.json is not None:
+        write_json(report, args.json)
+    markdown_path = args.markdown
+    if markdown_path is None and args.json not in (None, "-"):
+        markdown_path = str(Path(args.json).with_suffix(".md"))
+    if markdown_path is not None:
+        Path(markdown_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(markdown_path).write_text(markdown)
+    if args.json != "-":
+        sys.stdout.write(markdown)
+    return 0

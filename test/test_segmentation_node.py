@@ -1,0 +1,385 @@
+"""End-to-end tests of the segmentation node: real node processes, real rclpy pub/sub over DDS.
+
+Two nodes run for the whole module as subprocesses (pem_stdc1, random weights,
+CPU): `/raw/segmentation_node` on raw images at input resolution, and
+`/small/segmentation_node` on compressed images at network resolution. The test
+side is a plain rclpy node with real publishers, subscribers and a parameter client.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+
+from ros_seg.data.class_metadata import CITYSCAPES
+from ros_seg.inference.image_input import ENCODINGS
+from ros_seg.msg import SegmentArray, SegmentationInfo
+
+TIMEOUT = 60.0
+HEIGHT, WIDTH = 64, 96
+NODE_ARGS = ["-p", "device:=cpu", "-p", "score_threshold:=0.0", "-p", "overlap_threshold:=0.0"]
+OUTPUTS = {"semantic": Image, "panoptic": Image, "segments": SegmentArray, "overlay": Image}
+
+
+def start_node(namespace: str, log: Path, *args: str) -> subprocess.Popen:
+    """A segmentation node process in `namespace` (environment inherited: loopback DDS, private domain)."""
+    command = [sys.executable, "-m", "ros_seg.ros.segmentation_node", "--ros-args", "-r", f"__ns:={namespace}"]
+    with open(log, "wb") as out:
+        return subprocess.Popen([*command, *args], stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+
+
+def stop_node(process: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
+    """Signal the node and wait for its exit code."""
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        return process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+def stamp_of(msg: Image | SegmentArray | CameraInfo) -> tuple[int, int]:
+    return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+
+class Client:
+    """The test's own rclpy node: publishers, subscribers that keep every message, a spin loop."""
+
+    def __init__(self, name: str) -> None:
+        self.node = Node(name)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.received: dict[str, list] = {}
+
+    def subscribe(self, topic: str, msg_type: type, qos: QoSProfile | int = 10) -> None:
+        self.received[topic] = []
+        self.node.create_subscription(msg_type, topic, self.received[topic].append, qos)
+
+    def spin_until(self, done: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
+        end = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > end:
+                return False
+            self.executor.spin_once(timeout_sec=0.05)
+        return True
+
+    def with_stamp(self, topic: str, stamp: tuple[int, int]) -> list:
+        return [m for m in self.received[topic] if stamp_of(m) == stamp]
+
+    def wait_outputs(self, namespace: str, stamp: tuple[int, int], topics: tuple[str, ...]) -> dict:
+        """The messages of `topics` (under `namespace`) carrying `stamp`, waiting for all of them."""
+        found = self.spin_until(lambda: all(self.with_stamp(f"{namespace}/{t}", stamp) for t in topics))
+        assert found, f"no {[t for t in topics if not self.with_stamp(f'{namespace}/{t}', stamp)]} for stamp {stamp}"
+        return {t: self.with_stamp(f"{namespace}/{t}", stamp)[0] for t in topics}
+
+    def diagnostics(self, namespace: str, after: float) -> dict[str, str]:
+        """Key/values of the node's next diagnostics status received after time.monotonic() `after`."""
+        name = f"ros_seg: segmentation_node ({namespace}/segmentation_node)"
+        seen: list[dict[str, str]] = []
+
+        def newest() -> bool:
+            while self.received["/diagnostics"]:
+                for status in self.received["/diagnostics"].pop(0).status:
+                    if status.name == name and time.monotonic() > after:
+                        seen.append({kv.key: kv.value for kv in status.values} | {"message": status.message})
+            return bool(seen)
+
+        assert self.spin_until(newest), f"no diagnostics from {name}"
+        return seen[-1]
+
+
+def header(sec: int, frame_id: str = "camera") -> Header:
+    h = Header(frame_id=frame_id)
+    h.stamp.sec, h.stamp.nanosec = sec, 123
+    return h
+
+
+def test_image(encoding: str, seed: int = 0) -> np.ndarray:
+    channels = ENCODINGS[encoding][0]
+    return np.random.default_rng(seed).integers(0, 256, (HEIGHT, WIDTH, channels), dtype=np.uint8)
+
+
+def image_msg(pixels: np.ndarray, encoding: str, stamp_sec: int, row_padding: int = 0) -> Image:
+    height, width, channels = pixels.shape
+    step = width * channels + row_padding
+    rows = np.zeros((height, step), dtype=np.uint8)
+    rows[:, : width * channels] = pixels.reshape(height, -1)
+    return Image(header=header(stamp_sec), height=height, width=width, encoding=encoding, step=step,
+                 data=rows.tobytes())
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, subprocess.Popen]]:
+    logs = tmp_path_factory.mktemp("node_logs")
+    processes = {
+        "/raw": start_node("/raw", logs / "raw.log", *NODE_ARGS),
+        "/small": start_node(
+            "/small", logs / "small.log", *NODE_ARGS, "-p", "use_compressed:=true",
+            "-p", "network_height:=32", "-p", "network_width:=48", "-p", "output_resolution:=network",
+        ),
+    }
+    yield processes
+    for namespace, process in processes.items():
+        assert stop_node(process) == 0, (logs / f"{namespace[1:]}.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def client(nodes: dict[str, subprocess.Popen]) -> Iterator[Client]:
+    rclpy.init()
+    c = Client("segmentation_node_test")
+    for namespace in nodes:
+        for topic, msg_type in OUTPUTS.items():
+            c.subscribe(f"{namespace}/{topic}", msg_type)
+    c.subscribe("/small/output_camera_info", CameraInfo)
+    c.subscribe("/diagnostics", DiagnosticArray, 100)
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    c.subscribe("/raw/segmentation_info", SegmentationInfo, latched)
+    c.raw = c.node.create_publisher(Image, "/raw/image", 10)
+    c.best_effort = c.node.create_publisher(Image, "/raw/image", qos_profile_sensor_data)
+    c.compressed = c.node.create_publisher(CompressedImage, "/small/image/compressed", 10)
+    c.camera_info = c.node.create_publisher(CameraInfo, "/small/camera_info", 10)
+    started = c.spin_until(
+        lambda: c.raw.get_subscription_count() > 0 and c.compressed.get_subscription_count() > 0
+        and c.node.count_publishers("/raw/semantic") > 0 and c.node.count_publishers("/small/semantic") > 0
+    )
+    assert started, "segmentation nodes did not come up"
+    yield c
+    c.node.destroy_node()
+    rclpy.shutdown()
+
+
+def check_outputs(out: dict, sent: Image | CompressedImage, height: int, width: int) -> None:
+    """Encodings, sizes, headers and panoptic / segment consistency of one frame's outputs."""
+    semantic, panoptic, segments = out["semantic"], out["panoptic"], out["segments"]
+    for msg in out.values():
+        assert msg.header == sent.header
+    assert (semantic.encoding, semantic.height, semantic.width, semantic.step) == ("mono8", height, width, width)
+    assert (panoptic.encoding, panoptic.height, panoptic.width, panoptic.step) == ("32SC1", height, width, 4 * width)
+    assert (segments.height, segments.width) == (height, width)
+    labels = np.frombuffer(semantic.data, dtype=np.uint8).reshape(height, width)
+    assert np.all((labels < CITYSCAPES.num_classes) | (labels == CITYSCAPES.ignore_id))
+    dtype = np.dtype(np.int32).newbyteorder(">" if panoptic.is_bigendian else "<")
+    ids = np.frombuffer(panoptic.data, dtype=dtype).reshape(height, width)
+    assert segments.segments, "thresholds 0 keep at least one segment"
+    assert set(np.unique(ids)) - {0} == {s.id for s in segments.segments}
+    assert sum(s.area for s in segments.segments) == np.count_nonzero(ids)
+    for s in segments.segments:
+        ys, xs = np.nonzero(ids == s.id)
+        assert s.area == xs.size
+        assert (s.bbox_x, s.bbox_y) == (xs.min(), ys.min())
+        assert (s.bbox_width, s.bbox_height) == (xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+        assert s.centroid_x == pytest.approx(xs.mean(), abs=1e-2)
+        assert CITYSCAPES.names[s.class_id] == s.class_name
+    if "overlay" in out:
+        overlay = out["overlay"]
+        assert (overlay.encoding, overlay.height, overlay.width, overlay.step) == ("rgb8", height, width, 3 * width)
+
+
+@pytest.mark.parametrize("encoding", [*ENCODINGS, "rgb8 with row padding"])
+def test_every_encoding_gives_every_output(client: Client, encoding: str) -> None:
+    name = encoding.split()[0]
+    stamp_sec = 10 + list(ENCODINGS).index(name) + (10 if encoding != name else 0)
+    sent = image_msg(test_image(name), name, stamp_sec, row_padding=8 if encoding != name else 0)
+    client.raw.publish(sent)
+    out = client.wait_outputs("/raw", stamp_of(sent), tuple(OUTPUTS))
+    check_outputs(out, sent, HEIGHT, WIDTH)
+
+
+def test_segmentation_info_is_latched(client: Client) -> None:
+    assert client.spin_until(lambda: client.received["/raw/segmentation_info"])
+    info = client.received["/raw/segmentation_info"][0]
+    assert info.model_name == "pem_stdc1"
+    assert list(info.class_names) == list(CITYSCAPES.names)
+    r, g, b = CITYSCAPES.colors[0]
+    assert info.class_colors[0] == (r << 16) | (g << 8) | b
+    assert list(info.is_thing) == list(CITYSCAPES.is_thing) and info.ignore_id == 255
+
+
+def test_best_effort_publisher_is_received(client: Client) -> None:
+    sent = image_msg(test_image("bgr8", seed=1), "bgr8", 30)
+    client.best_effort.publish(sent)
+    check_outputs(client.wait_outputs("/raw", stamp_of(sent), tuple(OUTPUTS)), sent, HEIGHT, WIDTH)
+
+
+def test_burst_processes_newest_and_counts_drops(client: Client) -> None:
+    before = client.diagnostics("/raw", time.monotonic())
+    burst = [image_msg(test_image("rgb8", seed=i), "rgb8", 100 + i) for i in range(8)]
+    for msg in burst:
+        client.raw.publish(msg)
+    client.wait_outputs("/raw", stamp_of(burst[-1]), ("segments",))
+    processed = {stamp_of(m) for m in client.received["/raw/segments"]} & {stamp_of(m) for m in burst}
+    assert len(processed) < len(burst)
+    after = client.diagnostics("/raw", time.monotonic())
+    assert int(after["frames_dropped"]) > int(before["frames_dropped"])
+    accounted = sum(int(after[f"frames_{k}"]) for k in ("processed", "dropped", "rejected", "failed"))
+    assert accounted == int(after["frames_received"])
+    assert float(after["latency_p95_ms"]) >= float(after["latency_p50_ms"]) > 0
+    assert after["device"] == "cpu" and after["backend"] == "torch"
+
+
+def test_bad_frames_are_reported_and_node_keeps_serving(client: Client, nodes: dict) -> None:
+    good = image_msg(test_image("rgb8"), "rgb8", 40)
+    bad = {
+        "unsupported image encoding": Image(header=header(41), height=HEIGHT, width=WIDTH, encoding="16UC1",
+                                            step=2 * WIDTH, data=bytes(2 * WIDTH * HEIGHT)),
+        "bytes but step": Image(header=header(42), height=HEIGHT, width=WIDTH, encoding="rgb8", step=3 * WIDTH,
+                                data=bytes(3 * WIDTH * HEIGHT - 5)),
+        "empty image": Image(header=header(43), height=0, width=WIDTH, encoding="rgb8", step=3 * WIDTH),
+        "shorter than one": Image(header=header(44), height=HEIGHT, width=WIDTH, encoding="rgb8", step=WIDTH,
+                                  data=bytes(WIDTH * HEIGHT)),
+    }
+    rejected = int(client.diagnostics("/raw", time.monotonic())["frames_rejected"])
+    for reason, msg in bad.items():
+        client.raw.publish(msg)
+        status = {}
+
+        def reported() -> bool:
+            status.update(client.diagnostics("/raw", time.monotonic()))
+            return int(status["frames_rejected"]) > rejected
+
+        assert client.spin_until(reported), f"bad frame ({reason}) was not reported"
+        rejected = int(status["frames_rejected"])
+        assert reason in status["last_error"]
+        assert "rejected" in status["message"] or reason in status["message"]
+    client.raw.publish(good)
+    check_outputs(client.wait_outputs("/raw", stamp_of(good), tuple(OUTPUTS)), good, HEIGHT, WIDTH)
+    assert nodes["/raw"].poll() is None
+
+
+def set_parameters(client: Client, **values: object) -> list:
+    parameters = AsyncParameterClient(client.node, "/raw/segmentation_node")
+    assert parameters.wait_for_services(timeout_sec=TIMEOUT)
+    future = parameters.set_parameters([Parameter(name, value=value) for name, value in values.items()])
+    assert client.spin_until(future.done)
+    return future.result().results
+
+
+def test_runtime_parameter_changes_take_effect(client: Client) -> None:
+    results = set_parameters(client, score_threshold=1.0, publish_semantic=False, overlay_alpha=0.0)
+    assert all(r.successful for r in results), results
+    pixels = test_image("rgb8", seed=5)
+    sent = image_msg(pixels, "rgb8", 50)
+    client.raw.publish(sent)
+    out = client.wait_outputs("/raw", stamp_of(sent), ("panoptic", "segments", "overlay"))
+    assert out["segments"].segments == []
+    assert not np.frombuffer(out["panoptic"].data, dtype=np.int32).any()
+    assert np.array_equal(np.frombuffer(out["overlay"].data, dtype=np.uint8), pixels.reshape(-1))
+    client.spin_until(lambda: False, timeout=1.0)
+    assert not client.with_stamp("/raw/semantic", stamp_of(sent))
+
+    rejected = set_parameters(client, overlay_alpha=1.5)[0]
+    assert not rejected.successful and "overlay_alpha" in rejected.reason and "[0, 1]" in rejected.reason
+    assert not set_parameters(client, model="pem_r50")[0].successful
+
+    assert all(r.successful for r in set_parameters(client, score_threshold=0.0, publish_semantic=True,
+                                                    overlay_alpha=0.5))
+    sent = image_msg(pixels, "rgb8", 51)
+    client.raw.publish(sent)
+    check_outputs(client.wait_outputs("/raw", stamp_of(sent), tuple(OUTPUTS)), sent, HEIGHT, WIDTH)
+
+
+def camera_info() -> CameraInfo:
+    info = CameraInfo(header=header(0), height=HEIGHT, width=WIDTH, distortion_model="plumb_bob")
+    info.k = [80.0, 0.0, 48.0, 0.0, 80.0, 32.0, 0.0, 0.0, 1.0]
+    info.p = [80.0, 0.0, 48.0, -8.0, 0.0, 80.0, 32.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return info
+
+
+@pytest.mark.parametrize("extension", [".png", ".jpg"])
+def test_compressed_input_at_network_resolution(client: Client, extension: str) -> None:
+    client.camera_info.publish(camera_info())
+    pixels = test_image("bgr8", seed=7)
+    sent = CompressedImage(header=header(60 + len(extension)), format=extension[1:],
+                           data=cv2.imencode(extension, pixels)[1].tobytes())
+    client.compressed.publish(sent)
+    out = client.wait_outputs("/small", stamp_of(sent), tuple(OUTPUTS))
+    check_outputs(out, sent, 32, 48)
+
+    def scaled_info() -> list:
+        client.camera_info.publish(camera_info())
+        return client.with_stamp("/small/output_camera_info", stamp_of(sent))
+
+    assert client.spin_until(scaled_info)
+    info = scaled_info()[0]
+    assert (info.height, info.width) == (32, 48) and info.header == sent.header
+    assert list(info.k) == pytest.approx([40.0, 0.0, 24.0, 0.0, 40.0, 16.0, 0.0, 0.0, 1.0])
+    assert list(info.p[:4]) == pytest.approx([40.0, 0.0, 24.0, -4.0])
+
+
+def test_corrupt_compressed_frame_is_rejected(client: Client, nodes: dict) -> None:
+    rejected = int(client.diagnostics("/small", time.monotonic())["frames_rejected"])
+    client.compressed.publish(CompressedImage(header=header(70), format="jpeg", data=b"\xff\xd8 not a jpeg"))
+    status = {}
+
+    def reported() -> bool:
+        status.update(client.diagnostics("/small", time.monotonic()))
+        return int(status["frames_rejected"]) > rejected
+
+    assert client.spin_until(reported)
+    assert "cannot be decoded" in status["last_error"]
+    sent = CompressedImage(header=header(71), format="png", data=cv2.imencode(".png", test_image("mono8"))[1].tobytes())
+    client.compressed.publish(sent)
+    check_outputs(client.wait_outputs("/small", stamp_of(sent), tuple(OUTPUTS)), sent, 32, 48)
+    assert nodes["/small"].poll() is None
+
+
+STARTUP_FAILURES = {
+    "device": (["device:=gpu"], "auto, cpu, cuda or cuda:N"),
+    "backend": (["backend:=tensorrt"], "torch"),
+    "precision": (["precision:=fp64"], "fp32"),
+    "input_qos": (["input_qos:=fast"], "sensor_data, reliable"),
+    "input_qos_depth": (["input_qos_depth:=0"], ">= 1"),
+    "max_rate_hz": (["max_rate_hz:=-2.0"], ">= 0"),
+    "overlay_alpha": (["overlay_alpha:=1.5"], "[0, 1]"),
+    "score_threshold": (["score_threshold:=high"], "<= 1"),
+    "publish_overlay": (["publish_overlay:=maybe"], "true or false"),
+    "model": (["model:=no_such_model"], "pem_stdc1"),
+    "network_width": (["network_height:=32"], "both 0"),
+    "weights": (["weights:=/no/such/weights.pt"], "/no/such/weights.pt"),
+}
+
+
+def test_invalid_parameters_stop_the_node_at_startup(tmp_path: Path) -> None:
+    not_a_checkpoint = tmp_path / "garbage.pt"
+    not_a_checkpoint.write_bytes(b"not a checkpoint")
+    cases = dict(STARTUP_FAILURES, unreadable_weights=([f"weights:={not_a_checkpoint}"], str(not_a_checkpoint)))
+    processes = {}
+    for name, (params, _) in cases.items():
+        args = [a for p in params for a in ("-p", p)]
+        processes[name] = start_node(f"/{name}", tmp_path / f"{name}.log", *args)
+    for name, (_, allowed) in cases.items():
+        assert processes[name].wait(timeout=TIMEOUT) == 2, name
+        log = (tmp_path / f"{name}.log").read_text()
+        parameter = "weights" if name == "unreadable_weights" else name
+        assert f"'{parameter}'" in log or f"{parameter} file" in log, log
+        assert allowed in log, log
+        assert "Traceback" not in log, log
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_shuts_the_node_down_cleanly(tmp_path: Path, sig: int) -> None:
+    log = tmp_path / "node.log"
+    process = start_node(f"/shutdown_{sig.name}", log, "-p", "device:=cpu")
+    end = time.monotonic() + TIMEOUT
+    while "segmenting" not in log.read_text() and time.monotonic() < end and process.poll() is None:
+        time.sleep(0.1)
+    assert stop_node(process, sig) == 0, log.read_text()
+    assert "Traceback" not in log.read_text()
