@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-COMMANDS = ("describe", "segment", "synth", "metrics", "bench", "convert")
+COMMANDS = ("describe", "segment", "synth", "train", "eval", "metrics", "bench", "convert")
 
 
 def build_parser() -> argparse.ArgumentParser:

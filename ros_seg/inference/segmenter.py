@@ -5,6 +5,14 @@ It serves the ROS node, replay, evaluation and benchmarks alike:
     seg = Segmenter(model="pem_stdc1", weights="pem_stdc1.pt", device="auto")
     result = seg.segment(image, encoding="rgb8")   # (H, W, 3) uint8
 
+The model runs on one of three backends (see
+:mod:`ros_seg.inference.backends.selection`): "torch" (eager PyTorch),
+"onnxruntime" (an ONNX export; CPU, or CUDA with onnxruntime-gpu) or
+"tensorrt" (an engine; NVIDIA GPUs). Fixed-size ONNX exports and TensorRT
+engines take one input size: the Segmenter then resizes every image to it
+(`input_size` defaults to that size and must not differ from it), and with
+output_resolution "input" the label maps are resized back to the image size.
+
 Pre-processing (channel order, optional resize to a network size) and
 post-processing (semantic argmax, panoptic merge, resize to the input size,
 segment statistics) run on the model's device; results come back in one copy
@@ -19,13 +27,14 @@ import torch
 import torch.nn.functional as F
 
 from ros_seg.data.class_metadata import ClassMetadata
-from ros_seg.inference.backends.torch_backend import PRECISIONS, TorchBackend
+from ros_seg.inference.backends.selection import BACKENDS, open_backend
+from ros_seg.inference.backends.torch_backend import PRECISIONS
 from ros_seg.inference.image_input import check_image, image_to_tensor
 from ros_seg.inference.postprocess import panoptic_inference, segment_statistics, semantic_inference
 from ros_seg.inference.result import Segment, SegmentationResult
-from ros_seg.models.load import load_model
 
-BACKENDS = ("torch",)
+__all__ = ["BACKENDS", "OUTPUT_RESOLUTIONS", "Segmenter", "resolve_device"]
+
 OUTPUT_RESOLUTIONS = ("input", "network")
 
 
@@ -50,11 +59,13 @@ class Segmenter:
 
     Args:
         model: model name (e.g. "pem_stdc1") or config path; may be None when weights are given.
-        weights: ros_seg checkpoint; None gives random weights (speed tests only).
+        weights: ros_seg checkpoint, or for the onnxruntime/tensorrt backends an exported .onnx
+            (or .engine) file; None gives random weights (speed tests only).
         device: "auto", "cpu", "cuda" or "cuda:N".
         precision: "fp32", "fp16" or "bf16" (autocast).
-        backend: inference backend ("torch").
-        input_size: (H, W) the image is resized to before the network; None keeps its size.
+        backend: inference backend ("torch", "onnxruntime" or "tensorrt").
+        input_size: (H, W) the image is resized to before the network; None keeps its size, or
+            takes the size a fixed-size export requires.
         output_resolution: "input" (label maps at the image's size) or "network".
         object_mask_threshold: panoptic query score threshold (default from the model config).
         overlap_threshold: panoptic overlap threshold (default from the model config).
@@ -74,8 +85,6 @@ class Segmenter:
         overlap_threshold: float | None = None,
         channels_last: bool = False,
     ) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
         if output_resolution not in OUTPUT_RESOLUTIONS:
@@ -83,13 +92,19 @@ class Segmenter:
         if input_size is not None and (len(input_size) != 2 or min(input_size) <= 0):
             raise ValueError(f"input_size must be (height, width) > 0, got {input_size}")
         self.device = resolve_device(device)
-        loaded = load_model(model, weights)
-        self.config = loaded.config
-        self.metadata: ClassMetadata = loaded.metadata
-        self.weights = loaded.weights
-        self.backend = TorchBackend(loaded.model, self.device, precision, channels_last)
-        self.precision = precision
-        self.input_size = tuple(input_size) if input_size is not None else None
+        size = tuple(input_size) if input_size is not None else None
+        opened = open_backend(backend, model, weights, self.device, precision, size, channels_last)
+        self.config = opened.config
+        self.metadata: ClassMetadata = opened.metadata
+        self.weights = opened.weights
+        self.backend = opened.backend
+        self.precision = opened.backend.precision
+        if opened.input_size is not None and size is not None and size != opened.input_size:
+            raise ValueError(
+                f"the {backend} model takes input size {opened.input_size[0]}x{opened.input_size[1]}, "
+                f"but input_size {size} was given: drop input_size or export the model at that size (or --dynamic)"
+            )
+        self.input_size = opened.input_size or size
         self.output_resolution = output_resolution
         self.object_mask_threshold = (
             self.config.inference.object_mask_threshold if object_mask_threshold is None else object_mask_threshold

@@ -31,7 +31,7 @@ def _downsample_axis(x: torch.Tensor, dim: int, factor: int) -> torch.Tensor:
 def resize_bilinear(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, *size), equal to F.interpolate(mode="bilinear", align_corners=False)."""
     h, w = x.shape[-2:]
-    oh, ow = int(size[0]), int(size[1])
+    oh, ow = size[0], size[1]
     if (oh, ow) == (h, w):
         return x
     if oh <= h and ow <= w and h % oh == 0 and w % ow == 0:

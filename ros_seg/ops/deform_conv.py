@@ -308,8 +308,17 @@ def deform_conv2d(
         ValueError: a shape, dtype, device or geometry argument does not fit; the message names it.
 
     Runs the registered CUDA kernel for CUDA tensors when there is one, else
-    :func:`deform_conv2d_reference`.
+    :func:`deform_conv2d_reference`. While ``torch.onnx.export`` traces it, it
+    becomes one ONNX ``DeformConv`` node (see :mod:`ros_seg.ops.deform_conv_onnx`).
     """
+    if torch.onnx.is_in_onnx_export():
+        # Imported here: that module builds on this one's reference.
+        from ros_seg.ops.deform_conv_onnx import DeformConv2dExport
+
+        geometry = _check_arguments(input, offset, weight, bias, stride, padding, dilation, mask)
+        return DeformConv2dExport.apply(
+            input, weight, offset, bias, mask, geometry.stride, geometry.padding, geometry.dilation
+        )
     if input.is_cuda and _cuda_kernel is not None:
         geometry = _check_arguments(input, offset, weight, bias, stride, padding, dilation, mask)
         return _cuda_kernel(input, offset, weight, bias, geometry.stride, geometry.padding, geometry.dilation, mask)

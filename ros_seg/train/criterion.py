@@ -29,9 +29,6 @@ from ros_seg.train.distributed import all_reduce_mean
 from ros_seg.train.matcher import HungarianMatcher
 from ros_seg.train.point_sampling import point_sample, uncertain_points
 
-LOSS_NAMES = ("loss_ce", "loss_mask", "loss_dice")
-
-
 def sigmoid_bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Sum over pairs of the mean BCE over points: (M, P), (M, P) -> scalar."""
     return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(1).sum()

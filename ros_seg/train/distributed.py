@@ -7,10 +7,9 @@ Each process draws its own shard of every epoch's permutation (`ShardedBatchSamp
 gradients are averaged by DistributedDataParallel, and only rank 0 logs,
 evaluates and writes checkpoints.
 
-BatchNorm statistics are synchronized across GPUs with SyncBatchNorm. PyTorch's
-SyncBatchNorm runs on GPUs only, so CPU processes keep per-process BatchNorm
-statistics (weights still stay identical: DDP averages the gradients and
-broadcasts rank 0's buffers before each forward pass).
+BatchNorm statistics are synchronized across processes: with PyTorch's
+SyncBatchNorm on GPUs, with `ProcessGroupBatchNorm2d` on CPUs (PyTorch's
+SyncBatchNorm runs on GPUs only).
 """
 from __future__ import annotations
 
@@ -23,6 +22,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from ros_seg.train.sync_batch_norm import convert_to_process_group_batchnorm
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,10 @@ def barrier() -> None:
 
 
 def wrap_model(model: nn.Module, context: DistributedContext, find_unused_parameters: bool = False) -> nn.Module:
-    """Model ready for data-parallel training: SyncBatchNorm on GPUs, then DDP; unchanged for one process.
+    """Model ready for data-parallel training: synchronized BatchNorm, then DDP; unchanged for one process.
+
+    BatchNorm layers of `model` are replaced in place (SyncBatchNorm on GPUs,
+    ProcessGroupBatchNorm2d on CPUs); parameters and state-dict keys stay the same.
 
     `find_unused_parameters` is needed when some parameters get no gradient in a
     step (e.g. deep supervision switched off leaves intermediate heads unused).
@@ -131,13 +135,8 @@ def wrap_model(model: nn.Module, context: DistributedContext, find_unused_parame
         return DistributedDataParallel(
             model, device_ids=[context.local_rank], find_unused_parameters=find_unused_parameters
         )
-    log.info("CPU training: BatchNorm statistics stay per process (SyncBatchNorm needs GPUs)")
+    model = convert_to_process_group_batchnorm(model)
     return DistributedDataParallel(model, find_unused_parameters=find_unused_parameters)
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 class ShardedBatchSampler:

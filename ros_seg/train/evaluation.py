@@ -23,9 +23,6 @@ from ros_seg.inference.postprocess import panoptic_inference, semantic_inference
 from ros_seg.models.mask_former import MaskFormer
 from ros_seg.models.model_config import InferenceConfig
 
-ACCURACY_KEYS = ("miou", "pq", "sq", "rq", "pq_things", "pq_stuff")
-
-
 def ground_truth_panoptic(sample: dict[str, Any]) -> tuple[np.ndarray, dict[int, int], list[int]]:
     """(H, W) segment ids (0 = void), {segment id: train id} and crowd ids of a dataset sample."""
     masks = sample["masks"]  # (K, H, W) bool, disjoint

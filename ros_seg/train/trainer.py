@@ -47,7 +47,6 @@ from ros_seg.train.distributed import (
     all_reduce_mean,
     barrier,
     init_distributed,
-    unwrap_model,
     wrap_model,
 )
 from ros_seg.train.evaluation import evaluate
@@ -98,7 +97,6 @@ class Trainer:
             raise ValueError("no training data: give --data DIR or set data.root in the training config")
         self.config = config
         self.out_dir = Path(out_dir)
-        self.resume = resume
         self.context: DistributedContext = init_distributed(device)
         solver = config.solver
         if solver.batch_size % self.context.world_size:

@@ -1,0 +1,214 @@
+"""Multi-scale deformable attention sampling, pure-PyTorch reference and dispatcher.
+
+Zhu, Su, Lu, Li, Wang, Dai, "Deformable DETR: Deformable Transformers for
+End-to-End Object Detection", ICLR 2021. Every query of every head samples
+``P`` points on each of ``L`` feature levels (bilinear interpolation) and sums
+them with its attention weights.
+
+Layouts are those of Deformable DETR:
+
+- value               ``(N, S, M, D)``: ``S = sum(H_l * W_l)`` tokens of all levels,
+  level ``l`` flattened row-major at ``level_start_index[l]``; ``M`` heads of ``D`` channels.
+- spatial_shapes      ``(L, 2)`` integers, ``(H_l, W_l)`` per level.
+- level_start_index   ``(L,)`` integers, ``(0, H_0 * W_0, H_0 * W_0 + H_1 * W_1, ...)``.
+- sampling_locations  ``(N, Lq, M, L, P, 2)``, ``(x, y)`` normalized so that ``[0, 1]`` spans the level.
+- attention_weights   ``(N, Lq, M, L, P)``.
+- output              ``(N, Lq, M * D)``, heads concatenated.
+
+Sampling follows ``F.grid_sample(mode="bilinear", padding_mode="zeros",
+align_corners=False)``: location ``x`` is pixel coordinate ``x * W_l - 0.5``
+(pixel centres at integers); each of the four neighbouring pixels counts with
+its bilinear weight when it lies inside the level and as zero when it does not.
+
+The reference folds each sample's attention weight into its four bilinear
+corner weights and gathers all ``L * P * 4`` corners of a (query, head) with
+one ``embedding_bag`` (a fused gather and weighted sum, differentiable in the
+table and the per-sample weights) over the value viewed as ``(N * S * M, D)``
+rows. On CPU this runs 2-4x faster than one ``F.grid_sample`` per level
+followed by the weighted sum (measured at the 1024x2048 Mask2Former encoder
+shape, forward; backward about equal). Coordinates and weights are computed
+in at least float32.
+
+`spatial_shapes` and `level_start_index` may live on the CPU whatever device
+the value is on; the reference reads them as Python integers, so CPU tensors
+spare it a device synchronization, and they are what meta-device runs
+(complexity counting) need.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+MSDeformAttnKernel = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
+"""A device kernel: ``(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+-> output`` with validated tensors, the two integer tensors on the value's device."""
+
+_cuda_kernel: MSDeformAttnKernel | None = None
+
+
+def _integer_rows(tensor: Tensor, name: str) -> list:
+    """Values of an integer tensor as Python lists; ValueError naming `name` when it has none to read."""
+    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+        raise ValueError(f"ms_deform_attn: {name} must be an integer tensor, got {tensor.dtype}")
+    if tensor.is_meta:
+        raise ValueError(f"ms_deform_attn: {name} must hold values (a CPU or device tensor), got a meta tensor")
+    return tensor.tolist()
+
+
+def _check_arguments(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> tuple[list[tuple[int, int]], list[int]]:
+    """Check every shape, dtype and device; return the levels' (H, W) and start indices as Python ints."""
+    if value.dim() != 4:
+        raise ValueError(f"ms_deform_attn: value must be (N, S, M, D), got shape {tuple(value.shape)}")
+    if not value.is_floating_point():
+        raise ValueError(f"ms_deform_attn: value must be a floating-point tensor, got {value.dtype}")
+    n, tokens, heads, _ = value.shape
+    if spatial_shapes.dim() != 2 or spatial_shapes.shape[1] != 2 or spatial_shapes.shape[0] == 0:
+        raise ValueError(
+            f"ms_deform_attn: spatial_shapes must be (L, 2) as (H, W), got shape {tuple(spatial_shapes.shape)}"
+        )
+    levels = spatial_shapes.shape[0]
+    shapes = [(int(h), int(w)) for h, w in _integer_rows(spatial_shapes, "spatial_shapes")]
+    if any(h <= 0 or w <= 0 for h, w in shapes):
+        raise ValueError(f"ms_deform_attn: spatial_shapes must be positive, got {shapes}")
+    if sum(h * w for h, w in shapes) != tokens:
+        raise ValueError(
+            f"ms_deform_attn: value has {tokens} tokens (dim 1) but spatial_shapes {shapes} "
+            f"sum to {sum(h * w for h, w in shapes)}"
+        )
+    if tuple(level_start_index.shape) != (levels,):
+        raise ValueError(
+            f"ms_deform_attn: level_start_index must be (L,) = ({levels},), got shape {tuple(level_start_index.shape)}"
+        )
+    starts = [int(s) for s in _integer_rows(level_start_index, "level_start_index")]
+    expected_starts = [sum(h * w for h, w in shapes[:level]) for level in range(levels)]
+    if starts != expected_starts:
+        raise ValueError(
+            f"ms_deform_attn: level_start_index must be the running sum of H * W, {expected_starts}, got {starts}"
+        )
+    if (
+        sampling_locations.dim() != 6
+        or sampling_locations.shape[:4] != (n, sampling_locations.shape[1], heads, levels)
+        or sampling_locations.shape[5] != 2
+    ):
+        raise ValueError(
+            f"ms_deform_attn: sampling_locations must be (N, Lq, M, L, P, 2) with N={n}, M={heads}, L={levels}, "
+            f"got shape {tuple(sampling_locations.shape)}"
+        )
+    if tuple(attention_weights.shape) != tuple(sampling_locations.shape[:5]):
+        raise ValueError(
+            f"ms_deform_attn: attention_weights must be (N, Lq, M, L, P) = {tuple(sampling_locations.shape[:5])}, "
+            f"got shape {tuple(attention_weights.shape)}"
+        )
+    for name, tensor in (("sampling_locations", sampling_locations), ("attention_weights", attention_weights)):
+        if tensor.dtype != value.dtype or tensor.device != value.device:
+            raise ValueError(
+                f"ms_deform_attn: {name} must have the value's dtype and device ({value.dtype}, {value.device}), "
+                f"got ({tensor.dtype}, {tensor.device})"
+            )
+    return shapes, starts
+
+
+def ms_deform_attn_reference(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> Tensor:
+    """Pure-PyTorch multi-scale deformable attention on any device; arguments as in :func:`ms_deform_attn`."""
+    shapes, starts = _check_arguments(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    n, tokens, heads, channels = value.shape
+    queries, levels, points = sampling_locations.shape[1], len(shapes), sampling_locations.shape[4]
+    dtype = torch.promote_types(value.dtype, torch.float32)
+    device = value.device
+    size = torch.tensor([[w, h] for h, w in shapes], dtype=dtype, device=device).view(levels, 1, 2)  # (L, 1, xy)
+    pixel = sampling_locations.to(dtype) * size - 0.5  # (N, Lq, M, L, P, 2), pixel centres at integers
+    floor = pixel.detach().floor()
+    frac = pixel - floor  # carries the gradient w.r.t. the locations
+    zero = torch.zeros((), dtype=dtype, device=device)
+    last = size - 1
+    first = torch.minimum(torch.maximum(floor, zero), last)  # neighbour at floor, clamped into the level
+    second = torch.minimum(torch.maximum(floor + 1, zero), last)  # neighbour at floor + 1, clamped
+    first_weight = (1 - frac) * (first == floor)  # zero where the neighbour lies outside the level
+    second_weight = frac * (second == floor + 1)
+    left, top = first_weight.unbind(-1)  # (N, Lq, M, L, P) each
+    right, bottom = second_weight.unbind(-1)
+    attention = attention_weights.to(dtype)
+    row_weights = torch.stack((top * attention, bottom * attention), dim=-1)  # (N, Lq, M, L, P, 2)
+    column_weights = torch.stack((left, right), dim=-1)  # (N, Lq, M, L, P, 2)
+    corner_weights = row_weights.unsqueeze(-1) * column_weights.unsqueeze(-2)  # (N, Lq, M, L, P, 2, 2)
+
+    # Row of the (N * S * M, D) table: ((n * S + start_l + y * W_l + x) * M + m).
+    first_index, second_index = first.long(), second.long()
+    widths = torch.tensor([w for _, w in shapes], device=device).view(levels, 1)  # (L, 1)
+    level_starts = torch.tensor(starts, device=device).view(levels, 1)  # (L, 1)
+    image_starts = torch.arange(n, device=device).view(n, 1, 1, 1, 1) * tokens  # (N, 1, 1, 1, 1)
+    head_index = torch.arange(heads, device=device).view(heads, 1, 1)  # (M, 1, 1)
+    base = (image_starts + level_starts) * heads + head_index  # (N, 1, M, L, 1)
+    row_stride = widths * heads  # (L, 1)
+    rows = torch.stack((first_index[..., 1] * row_stride, second_index[..., 1] * row_stride), dim=-1)
+    rows = rows + base.unsqueeze(-1)  # (N, Lq, M, L, P, 2)
+    columns = torch.stack((first_index[..., 0], second_index[..., 0]), dim=-1) * heads  # (N, Lq, M, L, P, 2)
+    corners = rows.unsqueeze(-1) + columns.unsqueeze(-2)  # (N, Lq, M, L, P, 2, 2)
+
+    bag = levels * points * 4
+    output = F.embedding_bag(
+        corners.view(n * queries * heads, bag),
+        value.reshape(n * tokens * heads, channels),
+        per_sample_weights=corner_weights.to(value.dtype).view(n * queries * heads, bag),
+        mode="sum",
+    )  # (N * Lq * M, D)
+    return output.view(n, queries, heads * channels)
+
+
+def register_ms_deform_attn_kernel(kernel: MSDeformAttnKernel | None) -> MSDeformAttnKernel | None:
+    """Make `kernel` serve :func:`ms_deform_attn` for CUDA tensors (``None`` removes it); returns the previous one."""
+    global _cuda_kernel
+    previous, _cuda_kernel = _cuda_kernel, kernel
+    return previous
+
+
+def ms_deform_attn(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> Tensor:
+    """Multi-scale deformable attention sampling, Deformable-DETR layouts.
+
+    Args:
+        value: ``(N, S, M, D)``, the levels' tokens concatenated, split into M heads.
+        spatial_shapes: ``(L, 2)`` integer ``(H, W)`` of each level; CPU or the value's device.
+        level_start_index: ``(L,)`` integer start of each level in S; CPU or the value's device.
+        sampling_locations: ``(N, Lq, M, L, P, 2)`` normalized ``(x, y)``; outside ``[0, 1]`` fades to zero.
+        attention_weights: ``(N, Lq, M, L, P)``.
+
+    Returns:
+        ``(N, Lq, M * D)``: per query and head, the attention-weighted sum of the bilinear samples.
+
+    Raises:
+        ValueError: a shape, dtype or device does not fit; the message names the argument.
+
+    Runs the registered CUDA kernel for CUDA tensors when there is one, else
+    :func:`ms_deform_attn_reference`.
+    """
+    if value.is_cuda and _cuda_kernel is not None:
+        _check_arguments(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+        return _cuda_kernel(
+            value,
+            spatial_shapes.to(value.device, non_blocking=True),
+            level_start_index.to(value.device, non_blocking=True),
+            sampling_locations,
+            attention_weights,
+        )
+    return ms_deform_attn_reference(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)

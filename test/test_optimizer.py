@@ -1,0 +1,92 @@
+"""AdamW parameter groups, the warmup + cosine/poly schedule and the strict training config."""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from ros_seg.models.model_config import ConfigError
+from ros_seg.models.registry import build_model, load_model_config
+from ros_seg.train.optimizer import WarmupSchedule, build_optimizer, build_scheduler, parameter_groups
+from ros_seg.train.train_config import SolverConfig, TrainConfig
+
+
+def test_parameter_groups_of_pem() -> None:
+    model, _ = build_model(load_model_config("pem_stdc1"))
+    solver = SolverConfig(base_lr=1e-3, weight_decay=0.05, backbone_lr_multiplier=0.1)
+    groups = {g["name"]: g for g in parameter_groups(model, solver)}
+    assert set(groups) == {"backbone", "backbone_no_decay", "head", "head_no_decay"}
+    grouped = [id(p) for g in groups.values() for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # each parameter exactly once
+    assert groups["backbone"]["lr"] == pytest.approx(1e-4) and groups["head"]["lr"] == pytest.approx(1e-3)
+    assert groups["head_no_decay"]["weight_decay"] == 0.0 and groups["head"]["weight_decay"] == 0.05
+    no_decay = {id(p) for p in groups["head_no_decay"]["params"] + groups["backbone_no_decay"]["params"]}
+    decoder = model.transformer_decoder
+    for p in (decoder.query_feat.weight, decoder.query_embed.weight, decoder.level_embed.weight,
+              decoder.decoder_norm.weight, decoder.decoder_norm.bias):
+        assert id(p) in no_decay
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            assert id(module.weight) in no_decay and id(module.bias) in no_decay
+    assert id(decoder.class_embed.weight) not in no_decay
+    assert id(model.backbone.features[0].conv.weight) in {id(p) for p in groups["backbone"]["params"]}
+
+
+def test_schedules_and_warmup() -> None:
+    cosine = WarmupSchedule("cosine", max_iters=100)
+    assert cosine(0) == 1.0 and cosine(50) == pytest.approx(0.5) and cosine(100) == pytest.approx(0.0)
+    poly = WarmupSchedule("poly", max_iters=100, power=0.9)
+    assert poly(50) == pytest.approx(0.5**0.9)
+    warm = WarmupSchedule("cosine", max_iters=100, warmup_iters=10, warmup_factor=0.1)
+    assert warm(0) == pytest.approx(0.1)
+    assert warm(5) == pytest.approx(0.55 * 0.5 * (1 + math.cos(math.pi * 0.05)))
+    assert warm(10) == pytest.approx(cosine(10))
+    with pytest.raises(ValueError, match="schedule"):
+        WarmupSchedule("step", 10)
+
+
+def test_scheduler_state_resumes_through_a_weights_only_checkpoint() -> None:
+    solver = SolverConfig(base_lr=0.01, max_iters=20, schedule="cosine", warmup_iters=3, warmup_factor=0.2)
+    model = nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3))
+    optimizer = build_optimizer(model, solver)
+    scheduler = build_scheduler(optimizer, solver)
+    for _ in range(7):
+        optimizer.step()
+        scheduler.step()
+    buffer = io.BytesIO()
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    fresh_optimizer = build_optimizer(model, solver)
+    fresh = build_scheduler(fresh_optimizer, solver)
+    fresh_optimizer.load_state_dict(state["optimizer"])
+    fresh.load_state_dict(state["scheduler"])
+    assert fresh.get_last_lr() == scheduler.get_last_lr()
+    scheduler.step()
+    fresh.step()
+    assert fresh.get_last_lr() == pytest.approx(scheduler.get_last_lr())
+
+
+def test_training_config_is_strict(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model: pem_stdc1\ndata:\n  crop_size: [64, 128]\n  eval_size: null\n  val_split: null\n")
+    config = TrainConfig.from_yaml(path)
+    assert config.data.crop_size == [64, 128] and config.data.val_split is None
+    assert config.solver.clip_grad_norm == 0.01 and config.loss.num_points == 12544
+    for text, message in [
+        ("model: pem_stdc1\nlr: 0.1\n", r"unknown key\(s\) \['lr'\] in .*run\.yaml"),
+        ("data:\n  crop: [1, 2]\n", r"\['crop'\] in section 'data' of .*run\.yaml"),
+        ("solver:\n  batch_size: two\n", r"'solver\.batch_size' in .*run\.yaml must be int"),
+        ("solver:\n  schedule: step\n", r"'solver\.schedule' .* one of"),
+        ("data:\n  crop_size: [64]\n", r"'data\.crop_size'"),
+        ("- a list\n", "must be a YAML mapping"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            TrainConfig.from_yaml(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        TrainConfig.from_yaml(tmp_path / "missing.yaml")

@@ -1,0 +1,211 @@
+"""The training loop on tiny synthetic data: loss falls, checkpoints are complete, kill-and-resume is exact."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ros_seg.cli import eval as eval_cli
+from ros_seg.cli import train as train_cli
+from ros_seg.data.synthetic_scenes import write_dataset
+from ros_seg.models.checkpoint import read_checkpoint
+from ros_seg.models.load import load_model
+from ros_seg.models.model_config import ConfigError
+from ros_seg.train.train_config import TrainConfig
+from ros_seg.train.trainer import LAST_CHECKPOINT, LOG_FILE, train
+
+SIZE = (64, 128)
+# A small decoder on the real STDC1 backbone keeps each iteration around a tenth of a second.
+TINY_MODEL = {
+    "name": "pem_stdc1_tiny",
+    "backbone": {"name": "stdc1"},
+    "pixel_decoder": {"name": "pem", "conv_dim": 32, "mask_dim": 64},
+    "transformer_decoder": {"name": "masked", "hidden_dim": 64, "num_queries": 12, "num_heads": 4,
+                            "dim_feedforward": 128, "num_layers": 3, "pre_norm": True, "cross_attention": "pem"},
+}
+COMMAND = (
+    "import argparse, sys\n"
+    "from ros_seg.cli import train\n"
+    "parser = argparse.ArgumentParser()\n"
+    "train.register(parser.add_subparsers())\n"
+    "args = parser.parse_args(sys.argv[1:])\n"
+    "sys.exit(args.func(args))\n"
+)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    write_dataset(root / "data", 4, "train", size=SIZE, seed=0)
+    write_dataset(root / "data", 2, "val", size=SIZE, seed=0)
+    (root / "tiny.yaml").write_text(yaml.safe_dump(TINY_MODEL))
+    return root
+
+
+def write_config(root: Path, name: str, **overrides: dict) -> Path:
+    config = {
+        "model": str(root / "tiny.yaml"),
+        "seed": 1,
+        "eval_period": 0,
+        "checkpoint_period": 0,
+        "log_period": 1,
+        "data": {"root": str(root / "data"), "crop_size": list(SIZE), "scale_range": [0.9, 1.1],
+                 "num_workers": 0, "val_split": None},
+        "solver": {"batch_size": 2, "max_iters": 8, "base_lr": 0.0005, "schedule": "cosine", "warmup_iters": 2,
+                   "warmup_factor": 0.1, "clip_grad_norm": 0.01, "amp": False},
+        "loss": {"num_points": 256},
+    }
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            config[section].update(values)
+        else:
+            config[section] = values
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines() if line.strip()]
+
+
+def start_training(config: Path, out: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-c", COMMAND, "train", "--config", str(config), "--out", str(out), "--device", "cpu", *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def finish(process: subprocess.Popen) -> str:
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def test_loss_falls_and_checkpoints_are_complete(workspace: Path) -> None:
+    config = TrainConfig.from_yaml(write_config(
+        workspace, "fit", eval_period=0, checkpoint_period=10,
+        data={"val_split": "val", "eval_size": list(SIZE), "scale_range": [1.0, 1.0], "flip_probability": 0.0,
+              "color_jitter": False},
+        solver={"max_iters": 20, "base_lr": 0.001, "warmup_iters": 0, "warmup_factor": 1.0},
+    ))
+    out = workspace / "fit"
+    result = train(config, out, device="cpu")
+    losses = [r["loss"] for r in read_log(out) if "loss" in r]
+    assert len(losses) == 20
+    assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4, losses
+    record = read_log(out)[0]
+    assert {"iter", "loss", "loss_ce", "loss_mask", "loss_dice", "loss_ce_0", "lr", "time", "data_time"} <= set(record)
+
+    # Checkpoints: written atomically (no temporary files), complete, loadable by the inference tools.
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [LAST_CHECKPOINT, LOG_FILE, "model_0000010.pt", "model_final.pt", "train_config.json"])
+    assert (out / LAST_CHECKPOINT).read_text().strip() == "model_final.pt"
+    checkpoint = read_checkpoint(out / "model_0000010.pt")
+    extra = checkpoint.extra
+    assert {"iteration", "optimizer", "scheduler", "scaler", "rng", "data_position"} <= set(extra)
+    assert extra["iteration"] == 10
+    assert extra["scheduler"]["last_epoch"] == 10
+    assert len(extra["optimizer"]["state"]) == sum(1 for p in load_model(weights=out / "model_final.pt")
+                                                   .model.parameters())
+    assert set(extra["rng"][0]) == {"torch", "cuda", "numpy", "python"}
+    assert extra["data_position"] == {"epoch": 5, "batch": 0, "world_size": 1}
+    assert checkpoint.config.name == "pem_stdc1_tiny"
+
+    # The run evaluated at the end, with every accuracy key.
+    report = result["eval"]
+    assert report["images"] == 2
+    assert {"miou", "per_class_iou", "pq", "sq", "rq", "pq_things", "pq_stuff"} <= set(report)
+    assert read_log(out)[-1]["eval"]["miou"] == report["miou"]
+
+
+def test_eval_command_writes_json_and_markdown(workspace: Path, capsys: pytest.CaptureFixture) -> None:
+    weights = workspace / "fit" / "model_final.pt"
+    if not weights.is_file():
+        pytest.skip("needs the checkpoint of test_loss_falls_and_checkpoints_are_complete")
+    parser = argparse.ArgumentParser()
+    eval_cli.register(parser.add_subparsers())
+    report_path = workspace / "report" / "eval.json"
+    args = parser.parse_args(["eval", "--model", str(workspace / "tiny.yaml"), "--weights", str(weights),
+                              "--data", str(workspace / "data"), "--json", str(report_path), "--size", "64x128"])
+    assert args.func(args) == 0
+    report = json.loads(report_path.read_text())
+    assert {"miou", "per_class_iou", "pq", "sq", "rq", "pq_things", "pq_stuff"} <= set(report)
+    assert set(report["per_class_iou"]) >= {"road", "car", "person"}
+    assert report["miou"] is not None and 0.0 <= report["miou"] <= 100.0
+    markdown = report_path.with_suffix(".md").read_text()
+    assert "| miou |" in markdown and "| road |" in markdown
+    assert "| pq |" in capsys.readouterr().out
+
+
+def test_kill_and_resume_reproduces_the_uninterrupted_run(workspace: Path) -> None:
+    config = write_config(workspace, "resume", checkpoint_period=4, solver={"max_iters": 8})
+    reference, interrupted = workspace / "reference", workspace / "interrupted"
+    uninterrupted_run = start_training(config, reference)
+    killed_run = start_training(config, interrupted)
+
+    # Kill the second run as soon as its mid-way checkpoint is in place.
+    pointer = interrupted / LAST_CHECKPOINT
+    deadline = time.monotonic() + 120
+    while not pointer.is_file() and killed_run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    killed_run.send_signal(signal.SIGKILL)
+    killed_run.communicate(timeout=30)
+    assert pointer.read_text().strip() == "model_0000004.pt", "the run ended before it could be killed"
+    assert not (interrupted / "model_final.pt").exists()
+    finish(uninterrupted_run)
+
+    finish(start_training(config, interrupted, "--resume"))
+    expected = {r["iter"]: r for r in read_log(reference)}
+    resumed = {r["iter"]: r for r in read_log(interrupted)}
+    assert sorted(resumed) == sorted(expected) == list(range(1, 9))
+    for iteration in range(5, 9):
+        for key in ("loss", "loss_ce", "loss_mask", "loss_dice", "loss_dice_1", "lr", "grad_norm"):
+            assert resumed[iteration][key] == pytest.approx(expected[iteration][key], rel=1e-6, abs=1e-6), (
+                iteration, key)
+
+    # Weights, optimizer and scheduler states after resuming equal the uninterrupted run's.
+    a, b = read_checkpoint(reference / "model_final.pt"), read_checkpoint(interrupted / "model_final.pt")
+    for name, tensor in a.state_dict.items():
+        assert torch.allclose(tensor.float(), b.state_dict[name].float(), atol=1e-6), name
+    assert a.extra["scheduler"] == b.extra["scheduler"]
+    for index, state in a.extra["optimizer"]["state"].items():
+        other = b.extra["optimizer"]["state"][index]
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.allclose(state[key], other[key], atol=1e-6), (index, key)
+
+
+def test_resume_and_fresh_runs_check_the_output_folder(workspace: Path) -> None:
+    config = TrainConfig.from_yaml(write_config(workspace, "guards"))
+    with pytest.raises(ValueError, match="nothing to resume"):
+        train(config, workspace / "empty_out", resume=True)
+    (workspace / "used_out").mkdir()
+    (workspace / "used_out" / LAST_CHECKPOINT).write_text("model_final.pt\n")
+    with pytest.raises(ValueError, match="--resume"):
+        train(config, workspace / "used_out")
+
+
+def test_train_command_rejects_unknown_config_keys(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: pem_stdc1\nsolver:\n  learning_rate: 0.1\n")
+    parser = argparse.ArgumentParser()
+    train_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["train", "--config", str(bad), "--data", str(tmp_path), "--out", str(tmp_path / "o")])
+    with pytest.raises(ConfigError, match=r"learning_rate.*solver.*bad\.yaml"):
+        args.func(args)
+
+
+@pytest.mark.parametrize("name", ["pem_stdc1_synth", "pem_r50_cityscapes"])
+def test_shipped_training_configs_load(name: str) -> None:
+    config = TrainConfig.from_yaml(Path(__file__).resolve().parents[1] / "config" / "train" / f"{name}.yaml")
+    assert config.loss.num_points > 0 and config.solver.max_iters > 0
