@@ -14,11 +14,11 @@ from ros_seg.models.model_config import ConfigError, ModelConfig
 from ros_seg.models.registry import build_model, load_model_config
 
 
-def _saved(tmp_path: Path, name: str = "pem_stdc1", half: bool = False) -> tuple[Path, torch.nn.Module]:
+def _saved(tmp_path: Path, name: str = "pem_stdc1", storage: str = "fp32") -> tuple[Path, torch.nn.Module]:
     config = load_model_config(name)
     model, meta = build_model(config)
     path = tmp_path / f"{name}.pt"
-    save_checkpoint(path, model, config, meta, extra={"note": "test"}, half=half)
+    save_checkpoint(path, model, config, meta, extra={"note": "test"}, storage=storage)
     return path, model
 
 
@@ -34,9 +34,23 @@ def test_round_trip_rebuilds_the_same_model(tmp_path: Path) -> None:
 
 
 def test_half_checkpoint_loads_into_fp32_model(tmp_path: Path) -> None:
-    path, _ = _saved(tmp_path, half=True)
+    path, _ = _saved(tmp_path, storage="fp16")
     assert read_checkpoint(path).state_dict["transformer_decoder.query_feat.weight"].dtype == torch.float16
     assert next(load_model(weights=path).model.parameters()).dtype == torch.float32
+
+
+def test_int8_checkpoint_is_small_and_close(tmp_path: Path) -> None:
+    path32, model = _saved(tmp_path)
+    path8 = tmp_path / "int8.pt"
+    assert main(["convert", "--from-checkpoint", str(path32), "--storage", "int8", "--out", str(path8)]) == 0
+    assert path8.stat().st_size < 0.3 * path32.stat().st_size
+    loaded = load_model(weights=path8).model.state_dict()
+    for key, value in model.state_dict().items():
+        if value.is_floating_point():
+            # per-channel int8: error at most half a step of the channel's scale
+            step = value.flatten(1).abs().amax(1) / 127 if value.dim() >= 2 else value.abs().max() / 1000
+            err = (loaded[key] - value).flatten(1).abs().amax(1) if value.dim() >= 2 else (loaded[key] - value).abs().max()
+            assert bool((err <= step * 0.51 + 1e-3 * value.abs().max()).all()), key
 
 
 def test_model_name_must_match_checkpoint(tmp_path: Path) -> None:

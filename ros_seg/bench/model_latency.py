@@ -62,3 +62,44 @@ def bench_model(
     if seg.device.type == "cuda":
         result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(seg.device) / 2**20, 1)
     return result
+
+
+def compare_backends(
+    model: str,
+    size: tuple[int, int],
+    backends: list[str],
+    device: str = "cpu",
+    precision: str = "fp32",
+    weights: str | None = None,
+    warmup: int = 2,
+    repeats: int = 10,
+    channels_last: bool = False,
+) -> dict:
+    """:func:`bench_model` on each backend in turn, in this process, with speedups over the first backend.
+
+    `speedup` maps each backend to (first backend's p50) / (its p50), end to end and model only.
+    """
+    runs = [
+        bench_model(model, size, device, name, precision, weights, warmup, repeats, channels_last)
+        for name in backends
+    ]
+    base = runs[0]
+    for run in runs:
+        run.pop("machine")
+    speedup = {
+        run["backend"]: {
+            "end_to_end": round(base["latency_ms"]["p50"] / run["latency_ms"]["p50"], 3),
+            "model": round(base["model_latency_ms"]["p50"] / run["model_latency_ms"]["p50"], 3),
+        }
+        for run in runs
+    }
+    return {
+        "model": base["model"],
+        "backends": list(backends),
+        "device": base["device"],
+        "precision": precision,
+        "size": list(size),
+        "runs": runs,
+        "speedup": speedup,
+        "machine": machine_info(torch.device(base["device"])),
+    }

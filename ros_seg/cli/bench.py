@@ -7,8 +7,21 @@ import json
 import torch
 
 from ros_seg.cli.arguments import add_json_argument, image_size, write_json
+from ros_seg.inference.segmenter import BACKENDS
 
 OPS = ("deform_conv2d", "cross_attention")
+
+
+def backend_list(text: str) -> list[str]:
+    """'torch,onnxruntime' -> ['torch', 'onnxruntime'], each a known backend, at least two."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown or len(names) < 2 or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"--compare-backends takes two or more distinct backends of {', '.join(BACKENDS)} "
+            f"separated by commas, got {text!r}"
+        )
+    return names
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(process peak RSS on CPU, peak allocated on GPU). With --op, micro-benchmark an operator "
         "instead: deform_conv2d vs a plain conv of the same shape, or PEM cross-attention vs "
         "masked cross-attention at the token counts of 1024x2048 feature maps. Results include the "
-        "machine; write them under benchmarks/ with --json.",
+        "machine; write them under benchmarks/ with --json. With --compare-backends the model runs on each "
+        "backend in turn in this one process, and the result holds each run and the speedups over the first.",
     )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--model", help="model name or config file")
@@ -28,10 +42,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="ros_seg checkpoint (default: random weights; speed is the same)")
     p.add_argument("--size", type=image_size, default=(1024, 2048), help="image HxW (default 1024x2048)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--backend", default="torch", choices=("torch",), help="inference backend")
+    p.add_argument("--backend", default="torch", choices=BACKENDS, help="inference backend (default torch)")
+    p.add_argument(
+        "--compare-backends",
+        type=backend_list,
+        metavar="B1,B2[,...]",
+        help="time the model on each of these backends in one run (e.g. torch,onnxruntime)",
+    )
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="precision")
     p.add_argument("--channels-last", action="store_true", help="NHWC convolutions")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, help="CPU threads of torch and onnxruntime (default: torch's choice)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
     p.add_argument("--repeats", type=int, default=10, help="timed runs (default 10)")
     add_json_argument(p)
@@ -51,6 +71,20 @@ def run(args: argparse.Namespace) -> int:
         from ros_seg.bench.cross_attention_speed import bench_cross_attention
 
         result = bench_cross_attention(device=args.device, warmup=args.warmup, repeats=args.repeats)
+    elif args.compare_backends:
+        from ros_seg.bench.model_latency import compare_backends
+
+        result = compare_backends(
+            args.model,
+            args.size,
+            args.compare_backends,
+            device=args.device,
+            precision=args.precision,
+            weights=args.weights,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            channels_last=args.channels_last,
+        )
     else:
         from ros_seg.bench.model_latency import bench_model
 
@@ -83,6 +117,8 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
         if key == "size":
             value = f"{value[0]}x{value[1]}"
         out += [f"--{key}", str(value)]
+    if args.compare_backends:
+        out += ["--compare-backends", ",".join(args.compare_backends)]
     if args.channels_last:
         out.append("--channels-last")
     return out

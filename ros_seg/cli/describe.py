@@ -12,6 +12,15 @@ PUBLISHED = {
     "pem_r50": {"params_m": 35.6, "params_m_authors_code": 35.53, "gmacs": 237.0, "source": "PEM paper, Table 1/2"},
     "pem_stdc2": {"params_m": 21.0, "params_m_authors_code": 20.99, "source": "PEM paper"},
     "pem_stdc1": {"params_m": 17.0, "params_m_authors_code": 16.96, "source": "PEM paper"},
+    "m2f_r50": {
+        "params_m": 44.0,
+        "gmacs": 524.1,
+        "encoder_gmacs": 291.0,
+        "source": "params: Mask2Former paper (Cityscapes R50); GMACs: PRO-SCALE paper, Table 2",
+    },
+    "proscale_r50_111": {"gmacs": 298.1, "encoder_gmacs": 65.21, "source": "PRO-SCALE paper, Table 2"},
+    "proscale_r50_222": {"gmacs": 338.2, "encoder_gmacs": 105.0, "source": "PRO-SCALE paper, Table 2"},
+    "proscale_r50_333": {"gmacs": 378.3, "encoder_gmacs": 145.0, "source": "PRO-SCALE paper, Table 2"},
 }
 
 

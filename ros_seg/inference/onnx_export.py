@@ -32,8 +32,8 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
-import onnx
 import torch
 from torch import nn
 
@@ -54,6 +54,15 @@ MAX_IR_VERSION = 13
 DYNAMIC_TRACE_SIZE = (256, 512)
 """Size a dynamic export is traced at when no size is given."""
 _KEY = "ros_seg."
+
+
+def _import_onnx() -> ModuleType:
+    """The `onnx` package (an optional dependency), or a ValueError saying how to install it."""
+    try:
+        import onnx
+    except ImportError:
+        raise ValueError("ONNX export and the onnxruntime/tensorrt backends need `pip install onnx onnxruntime`") from None
+    return onnx
 
 
 class OnnxModelError(ValueError):
@@ -113,6 +122,7 @@ def export_onnx(
         ValueError: a bad target or size.
         OSError: `out` cannot be written.
     """
+    onnx = _import_onnx()
     if target not in TARGETS:
         raise ValueError(f"unknown export target {target!r}: use one of {', '.join(TARGETS)}")
     if len(input_size) != 2 or min(input_size) < 1:
@@ -167,6 +177,7 @@ def export_onnx(
 
 def read_onnx_info(path: str | Path) -> OnnxModelInfo:
     """The ros_seg description stored in an exported .onnx file (the graph itself is not loaded)."""
+    onnx = _import_onnx()
     path = Path(path)
     if not path.is_file():
         raise OnnxModelError(f"ONNX model {path} does not exist")

@@ -21,6 +21,7 @@ from ros_seg.models.model_config import ModelConfig
 
 FORMAT = "ros_seg.checkpoint"
 VERSION = 1
+STORAGES = ("fp32", "fp16", "int8")
 
 
 class CheckpointError(ValueError):
@@ -63,19 +64,41 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         raise
 
 
+def _quantize_int8(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8: (int8 values, fp32 scale per row of dim 0)."""
+    rows = tensor.float().flatten(1)  # (C_out, rest)
+    scale = rows.abs().amax(dim=1).clamp_min(1e-12) / 127.0  # (C_out,)
+    values = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return values.view(tensor.shape), scale
+
+
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
     config: ModelConfig,
     metadata: ClassMetadata,
     extra: dict[str, Any] | None = None,
-    half: bool = False,
+    storage: str = "fp32",
 ) -> None:
-    """Write a checkpoint atomically; `half` stores floating-point weights as fp16."""
-    state = {
-        k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().contiguous()
-        for k, v in model.state_dict().items()
-    }
+    """Write a checkpoint atomically.
+
+    `storage` sets how floating-point weights are stored: "fp32"; "fp16"; or
+    "int8" (weight matrices and conv kernels of 4096+ values as per-output-channel
+    int8 with an fp32 scale, everything else fp16) for small deployable files.
+    Reading always gives fp32 weights back.
+    """
+    if storage not in STORAGES:
+        raise ValueError(f"checkpoint storage must be one of {STORAGES}, got {storage!r}")
+    state: dict[str, torch.Tensor] = {}
+    scales: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().cpu()
+        if value.is_floating_point() and storage != "fp32":
+            if storage == "int8" and value.dim() >= 2 and value.numel() >= 4096:
+                value, scales[key] = _quantize_int8(value)
+            else:
+                value = value.half()
+        state[key] = value.contiguous()
     atomic_torch_save(
         {
             "format": FORMAT,
@@ -83,6 +106,7 @@ def save_checkpoint(
             "model_config": config.to_dict(),
             "class_metadata": metadata.to_dict(),
             "state_dict": state,
+            "int8_scales": scales,
             "extra": extra or {},
         },
         path,
@@ -105,10 +129,14 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path} is not a ros_seg checkpoint{hint}")
     if data.get("version") != VERSION:
         raise CheckpointError(f"{path} has checkpoint version {data.get('version')}, this ros_seg reads {VERSION}")
+    state = dict(data["state_dict"])
+    for key, scale in data.get("int8_scales", {}).items():
+        values = state[key]
+        state[key] = (values.float().flatten(1) * scale[:, None]).view(values.shape)
     return Checkpoint(
         config=ModelConfig.from_dict(data["model_config"], source=f"{path} (model_config)"),
         metadata=ClassMetadata.from_dict(data["class_metadata"]),
-        state_dict=data["state_dict"],
+        state_dict=state,
         extra=data.get("extra", {}),
     )
 

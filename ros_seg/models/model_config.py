@@ -24,9 +24,18 @@ class BackboneConfig:
 
 @dataclass
 class PixelDecoderConfig:
+    """Pixel decoder; the encoder fields serve "msdeformattn" (Mask2Former) and "proscale" (PRO-SCALE)."""
+
     name: str = "pem"
     conv_dim: int = 128
     mask_dim: int = 256
+    encoder_layers: int = 6
+    proscale_layers: list[int] = field(default_factory=lambda: [3, 3, 3])
+    num_heads: int = 8
+    num_points: int = 4
+    ffn_dim: int = 1024
+    lpe: bool = True
+    trc: bool = True
 
 
 @dataclass
@@ -110,6 +119,10 @@ def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
     expected = type(default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if expected is list and isinstance(value, list) and default and all(type(v) is int for v in default):
+        if not all(type(v) is int for v in value):
+            raise ConfigError(f"'{key}' in {source} must be a list of integers, got {value!r}")
+        return value
     if expected is list and isinstance(value, list):
         return [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):

@@ -110,7 +110,8 @@ class MSDeformAttn(nn.Module):
             locations = centres + offsets / points * half_sizes
         else:
             raise ValueError(
-                f"MSDeformAttn: reference_points must end in 2 (points) or 4 (boxes), got {tuple(reference_points.shape)}"
+                "MSDeformAttn: reference_points must end in 2 (points) or 4 (boxes), "
+                f"got shape {tuple(reference_points.shape)}"
             )
         output = ms_deform_attn(
             value, spatial_shapes, level_start_index, locations.to(value.dtype), weights.to(value.dtype)

@@ -13,11 +13,37 @@ from torch import nn
 from ros_seg.data.class_metadata import ClassMetadata, class_metadata
 from ros_seg.models.backbones import build_backbone
 from ros_seg.models.mask_former import MaskFormer
-from ros_seg.models.model_config import ConfigError, ModelConfig
+from ros_seg.models.model_config import ConfigError, ModelConfig, PixelDecoderConfig
+from ros_seg.models.pixel_decoders.msdeformattn_pixel_decoder import DeformableEncoder, MSDeformAttnPixelDecoder
 from ros_seg.models.pixel_decoders.pem_pixel_decoder import PEMPixelDecoder
+from ros_seg.models.pixel_decoders.proscale_pixel_decoder import proscale_pixel_decoder
 from ros_seg.models.transformer_decoders.masked_transformer_decoder import MaskedTransformerDecoder
 
-PIXEL_DECODERS: dict[str, Callable[..., nn.Module]] = {"pem": PEMPixelDecoder}
+ChannelsPerLevel = tuple[int, int, int, int]
+
+
+def _pem(in_channels: ChannelsPerLevel, pd: PixelDecoderConfig) -> nn.Module:
+    return PEMPixelDecoder(in_channels, conv_dim=pd.conv_dim, mask_dim=pd.mask_dim)
+
+
+def _msdeformattn(in_channels: ChannelsPerLevel, pd: PixelDecoderConfig) -> nn.Module:
+    encoder = DeformableEncoder(pd.conv_dim, 3, pd.encoder_layers, pd.num_heads, pd.num_points, pd.ffn_dim)
+    return MSDeformAttnPixelDecoder(in_channels, pd.conv_dim, pd.mask_dim, encoder)
+
+
+def _proscale(in_channels: ChannelsPerLevel, pd: PixelDecoderConfig) -> nn.Module:
+    return proscale_pixel_decoder(
+        in_channels, pd.conv_dim, pd.mask_dim, tuple(pd.proscale_layers), pd.num_heads, pd.num_points, pd.ffn_dim,
+        light_pixel_embedding=pd.lpe, token_recalibration=pd.trc,
+    )
+
+
+# Builders from res2..res5 channels and the config section.
+PIXEL_DECODERS: dict[str, Callable[[ChannelsPerLevel, PixelDecoderConfig], nn.Module]] = {
+    "pem": _pem,
+    "msdeformattn": _msdeformattn,
+    "proscale": _proscale,
+}
 TRANSFORMER_DECODERS: dict[str, Callable[..., nn.Module]] = {"masked": MaskedTransformerDecoder}
 
 
@@ -73,7 +99,7 @@ def build_model(config: ModelConfig) -> tuple[MaskFormer, ClassMetadata]:
     pd = config.pixel_decoder
     if pd.name not in PIXEL_DECODERS:
         raise ConfigError(f"unknown pixel_decoder.name {pd.name!r}: choose one of {sorted(PIXEL_DECODERS)}")
-    pixel_decoder = PIXEL_DECODERS[pd.name](in_channels, conv_dim=pd.conv_dim, mask_dim=pd.mask_dim)
+    pixel_decoder = PIXEL_DECODERS[pd.name](in_channels, pd)
     td = config.transformer_decoder
     if td.name not in TRANSFORMER_DECODERS:
         raise ConfigError(

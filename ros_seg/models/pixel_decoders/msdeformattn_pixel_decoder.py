@@ -18,7 +18,6 @@ encoder reuses the projections and the FPN step.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -67,7 +66,10 @@ def flatten_levels(maps: list[Tensor], level_embed: Tensor, position_encoding: n
     shapes = [tuple(m.shape[-2:]) for m in maps]
     tokens = torch.cat([m.flatten(2).transpose(1, 2) for m in maps], dim=1)  # (B, S, C)
     positions = torch.cat(
-        [(position_encoding(m) + level_embed[i].view(1, -1, 1, 1)).flatten(2).transpose(1, 2) for i, m in enumerate(maps)],
+        [
+            (position_encoding(m) + level_embed[i].view(1, -1, 1, 1)).flatten(2).transpose(1, 2)
+            for i, m in enumerate(maps)
+        ],
         dim=1,
     )  # (1, S, C)
     centres = []
@@ -198,7 +200,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         input_proj = []
         for name in ENCODER_LEVELS:
             projection = _conv_group_norm(channels[name], conv_dim, 1, bias=True)
-            nn.init.xavier_uniform_(projection[0].weight)
+            nn.init.xavier_uniform_(projection[0].weight)  # Mask2Former initializes these Xavier-uniform
             input_proj.append(projection)
         self.input_proj = nn.ModuleList(input_proj)
         self.encoder = encoder if encoder is not None else DeformableEncoder(conv_dim, len(ENCODER_LEVELS))
@@ -224,7 +226,3 @@ class MSDeformAttnPixelDecoder(nn.Module):
             fine = self.output_conv(fine + resize_bilinear(multi_scale[-1], fine.shape[-2:]))
             return self.mask_features(fine), multi_scale
 
-
-def default_level_embed_std() -> float:
-    """Standard deviation of the level embedding's normal initialization (Mask2Former: 1)."""
-    return 1.0 / math.sqrt(1.0)
