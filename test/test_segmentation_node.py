@@ -37,6 +37,7 @@ from ros_seg.ros.segmentation_node import SegmentationNode, StartupError
 TIMEOUT = 60.0
 HEIGHT, WIDTH = 64, 96
 NODE_ARGS = ["-p", "device:=cpu", "-p", "score_threshold:=0.0", "-p", "overlap_threshold:=0.0"]
+MAX_RATE_HZ = 4.0  # of the /small node
 OUTPUTS = {"semantic": Image, "panoptic": Image, "segments": SegmentArray, "overlay": Image}
 
 
@@ -141,6 +142,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, subpro
         "/small": start_node(
             "/small", logs / "small.log", *NODE_ARGS, "-p", "use_compressed:=true",
             "-p", "network_height:=32", "-p", "network_width:=48", "-p", "output_resolution:=network",
+            "-p", f"max_rate_hz:={MAX_RATE_HZ}",
         ),
     }
     yield processes
@@ -371,9 +373,22 @@ def test_corrupt_compressed_frame_is_rejected(client: Client, nodes: dict) -> No
     assert nodes["/small"].poll() is None
 
 
+def test_max_rate_throttles_processing(client: Client) -> None:
+    data = cv2.imencode(".png", random_image("bgr8"))[1].tobytes()
+    burst = [CompressedImage(header=header(200 + i), format="png", data=data) for i in range(30)]
+    start = time.monotonic()
+    for msg in burst:  # 20 Hz for 1.5 s
+        client.pub["compressed"].publish(msg)
+        client.spin_for(0.05)
+    client.wait_outputs("/small", stamp_of(burst[-1]), ("segments",))
+    elapsed = time.monotonic() - start
+    processed = {stamp_of(m) for m in client.received["/small/segments"]} & {stamp_of(m) for m in burst}
+    assert len(processed) <= elapsed * MAX_RATE_HZ + 1
+
+
 STARTUP_FAILURES = {
     "device": ({"device": "gpu"}, "auto, cpu, cuda or cuda:N"),
-    "backend": ({"backend": "tensorrt"}, "torch"),
+    "backend": ({"backend": "openvino"}, "torch"),
     "precision": ({"precision": "fp64"}, "fp32"),
     "input_qos": ({"input_qos": "fast"}, "sensor_data, reliable"),
     "input_qos_depth": ({"input_qos_depth": 0}, ">= 1"),

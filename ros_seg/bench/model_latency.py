@@ -1,19 +1,75 @@
-"""Latency and memory of a model through the Segmenter (end to end and model only)."""
+"""Latency and memory of a model through the Segmenter (end to end and model only), on one or several backends."""
 from __future__ import annotations
 
+import os
 import resource
 
 import numpy as np
 import torch
 
 from ros_seg.bench.machine import machine_info
-from ros_seg.bench.timing import latency_stats, time_calls
+from ros_seg.bench.timing import latency_stats, time_once
 from ros_seg.inference.segmenter import Segmenter
+
+STAGES = ("preprocess", "infer", "postprocess")
 
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _Timer:
+    """Times `Segmenter.segment` on one image, keeping the end-to-end and per-stage latencies (ms)."""
+
+    def __init__(self, seg: Segmenter, image: np.ndarray) -> None:
+        self.seg = seg
+        self.image = image
+        self.end_to_end: list[float] = []
+        self.stages: dict[str, list[float]] = {k: [] for k in STAGES}
+
+    def run(self, record: bool) -> None:
+        timings: dict[str, float] = {}
+
+        def segment_once() -> None:
+            timings.update(self.seg.segment(self.image, "rgb8").timings)
+
+        elapsed = time_once(segment_once, self.seg.device)
+        if record:
+            self.end_to_end.append(elapsed)
+            for k in STAGES:
+                self.stages[k].append(timings[k])
+
+    def summary(self, weights: str | None, repeats: int) -> dict:
+        seg = self.seg
+        stage_stats = {k: latency_stats(v) for k, v in self.stages.items()}
+        end_to_end = latency_stats(self.end_to_end)
+        result = {
+            "model": seg.model_name,
+            "backend": seg.backend.name,
+            "device": str(seg.device),
+            "precision": seg.precision,
+            "size": list(self.image.shape[:2]),
+            "weights": str(weights) if weights else None,
+            "repeats": repeats,
+            "latency_ms": end_to_end,
+            "model_latency_ms": stage_stats["infer"],
+            "stage_latency_ms": stage_stats,
+            "fps": round(1000.0 / end_to_end["p50"], 2),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+        }
+        if seg.device.type == "cuda":
+            result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(seg.device) / 2**20, 1)
+        return result
+
+
+def _random_image(size: tuple[int, int]) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(*size, 3), dtype=np.uint8)
+
+
+def _load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages (other work on the machine skews CPU timings)."""
+    return [round(v, 2) for v in os.getloadavg()]
 
 
 def bench_model(
@@ -31,36 +87,15 @@ def bench_model(
     seg = Segmenter(
         model=model, weights=weights, device=device, precision=precision, backend=backend, channels_last=channels_last
     )
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)
     if seg.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(seg.device)
-    stages: dict[str, list[float]] = {"preprocess": [], "infer": [], "postprocess": []}
-
-    def segment_once() -> None:
-        result = seg.segment(image, "rgb8")
-        for k in stages:
-            stages[k].append(result.timings[k])
-
-    end_to_end = time_calls(segment_once, warmup, repeats, seg.device)
-    stage_stats = {k: latency_stats(v[warmup:]) for k, v in stages.items()}
-    result = {
-        "model": seg.model_name,
-        "backend": backend,
-        "device": str(seg.device),
-        "precision": precision,
-        "size": list(size),
-        "weights": str(weights) if weights else None,
-        "repeats": repeats,
-        "latency_ms": latency_stats(end_to_end),
-        "model_latency_ms": stage_stats["infer"],
-        "stage_latency_ms": stage_stats,
-        "fps": round(1000.0 / latency_stats(end_to_end)["p50"], 2),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-        "machine": machine_info(seg.device),
-    }
-    if seg.device.type == "cuda":
-        result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(seg.device) / 2**20, 1)
+    timer = _Timer(seg, _random_image(size))
+    load_before = _load_average()
+    for i in range(warmup + repeats):
+        timer.run(record=i >= warmup)
+    result = timer.summary(weights, repeats)
+    result["load_average"] = {"before": load_before, "after": _load_average()}
+    result["machine"] = machine_info(seg.device)
     return result
 
 
@@ -75,17 +110,23 @@ def compare_backends(
     repeats: int = 10,
     channels_last: bool = False,
 ) -> dict:
-    """:func:`bench_model` on each backend in turn, in this process, with speedups over the first backend.
+    """Time the model on several backends in this process, with speedups over the first backend.
 
-    `speedup` maps each backend to (first backend's p50) / (its p50), end to end and model only.
+    The backends take turns call by call, so load from other processes on a
+    shared machine skews them alike. `speedup` maps each backend to (first
+    backend's p50) / (its p50), end to end and model only.
     """
-    runs = [
-        bench_model(model, size, device, name, precision, weights, warmup, repeats, channels_last)
+    image = _random_image(size)
+    timers = [
+        _Timer(Segmenter(model, weights, device, precision, name, channels_last=channels_last), image)
         for name in backends
     ]
+    load_before = _load_average()
+    for i in range(warmup + repeats):
+        for timer in timers:
+            timer.run(record=i >= warmup)
+    runs = [timer.summary(weights, repeats) for timer in timers]
     base = runs[0]
-    for run in runs:
-        run.pop("machine")
     speedup = {
         run["backend"]: {
             "end_to_end": round(base["latency_ms"]["p50"] / run["latency_ms"]["p50"], 3),
@@ -101,5 +142,6 @@ def compare_backends(
         "size": list(size),
         "runs": runs,
         "speedup": speedup,
-        "machine": machine_info(torch.device(base["device"])),
+        "load_average": {"before": load_before, "after": _load_average()},
+        "machine": machine_info(timers[0].seg.device),
     }

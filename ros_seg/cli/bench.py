@@ -49,6 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="B1,B2[,...]",
         help="time the model on each of these backends in one run (e.g. torch,onnxruntime)",
     )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile the model's eager PyTorch forward instead (torch.profiler): time per operator and the "
+        "share spent outside convolution and matrix-multiply kernels",
+    )
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="precision")
     p.add_argument("--channels-last", action="store_true", help="NHWC convolutions")
     p.add_argument("--threads", type=int, help="CPU threads of torch and onnxruntime (default: torch's choice)")
@@ -71,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
         from ros_seg.bench.cross_attention_speed import bench_cross_attention
 
         result = bench_cross_attention(device=args.device, warmup=args.warmup, repeats=args.repeats)
+    elif args.profile:
+        from ros_seg.bench.op_profile import profile_model
+
+        result = profile_model(args.model, args.size, device=args.device, repeats=args.repeats)
     elif args.compare_backends:
         from ros_seg.bench.model_latency import compare_backends
 
@@ -112,13 +122,15 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
     out = []
     for key in ("model", "op", "weights", "size", "device", "backend", "precision", "threads", "warmup", "repeats"):
         value = getattr(args, key)
-        if value is None:
+        if value is None or (key == "backend" and args.compare_backends):
             continue
         if key == "size":
             value = f"{value[0]}x{value[1]}"
         out += [f"--{key}", str(value)]
     if args.compare_backends:
         out += ["--compare-backends", ",".join(args.compare_backends)]
+    if args.profile:
+        out.append("--profile")
     if args.channels_last:
         out.append("--channels-last")
     return out

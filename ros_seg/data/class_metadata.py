@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ros_seg.data.coco_panoptic_classes import COCO_PANOPTIC
+
 IGNORE_ID = 255
 
 
@@ -104,11 +106,18 @@ CITYSCAPES = ClassMetadata(
     is_thing=tuple(c[3] for c in _CITYSCAPES),
 )
 
-DATASETS = {"cityscapes": CITYSCAPES}
+COCO_PANOPTIC_METADATA = ClassMetadata(
+    names=tuple(c[0] for c in COCO_PANOPTIC),
+    label_ids=tuple(c[1] for c in COCO_PANOPTIC),
+    colors=tuple(c[2] for c in COCO_PANOPTIC),
+    is_thing=tuple(c[3] for c in COCO_PANOPTIC),
+)
+
+DATASETS = {"cityscapes": CITYSCAPES, "coco_panoptic": COCO_PANOPTIC_METADATA}
 
 
 def class_metadata(dataset: str) -> ClassMetadata:
-    """Metadata of a named label set (`cityscapes`)."""
+    """Metadata of a named label set (`cityscapes`, `coco_panoptic`)."""
     try:
         return DATASETS[dataset]
     except KeyError:

@@ -140,10 +140,13 @@ def export_onnx(
     os.close(fd)
     try:
         with torch.no_grad(), flavour, warnings.catch_warnings():
-            # The model's shape-dependent Python branches go the same way at every padded size.
+            # The model's shape-dependent Python branches go the same way at every padded size; the
+            # TorchScript exporter is chosen on purpose; unfoldable strided slices are left as they are.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export")
+            warnings.filterwarnings("ignore", "Constant folding - Only steps=1")
             torch.onnx.export(
-                LogitsGraph(model),
+                LogitsGraph(model).eval(),  # the exporter restores the wrapper's mode to all of it afterwards
                 (image,),
                 tmp,
                 dynamo=False,

@@ -30,6 +30,7 @@ from ros_seg.data.class_metadata import ClassMetadata
 from ros_seg.inference.backends.selection import BACKENDS, open_backend
 from ros_seg.inference.backends.torch_backend import PRECISIONS
 from ros_seg.inference.image_input import check_image, image_to_tensor
+from ros_seg.inference.maskwise_merge import maskwise_merge
 from ros_seg.inference.postprocess import panoptic_inference, segment_statistics, semantic_inference
 from ros_seg.inference.result import Segment, SegmentationResult
 
@@ -158,17 +159,23 @@ class Segmenter:
         out_size: tuple[int, int],
     ) -> SegmentationResult:
         meta = self.metadata
-        semantic = semantic_inference(class_logits, mask_logits, net_size, padded, out_size)
-        pan = panoptic_inference(
-            class_logits,
-            mask_logits,
-            meta,
-            net_size,
-            padded,
-            out_size,
-            self.object_mask_threshold,
-            self.overlap_threshold,
-        )
+        if self.config.meta_architecture == "panoptic_segformer":
+            semantic, pan = maskwise_merge(
+                class_logits, mask_logits, meta, net_size, padded, out_size, self.object_mask_threshold,
+                self.overlap_threshold, self.config.panoptic_segformer.mask_threshold,
+            )
+        else:
+            semantic = semantic_inference(class_logits, mask_logits, net_size, padded, out_size)
+            pan = panoptic_inference(
+                class_logits,
+                mask_logits,
+                meta,
+                net_size,
+                padded,
+                out_size,
+                self.object_mask_threshold,
+                self.overlap_threshold,
+            )
         stats = segment_statistics(pan.panoptic, len(pan.classes))
         sem_dtype = torch.uint8 if meta.num_classes <= 255 else torch.int32
         semantic_np = semantic.to(sem_dtype).cpu().numpy()

@@ -64,23 +64,54 @@ class InferenceConfig:
 
 
 @dataclass
+class PanopticSegFormerConfig:
+    """Panoptic SegFormer (meta_architecture "panoptic_segformer"); widths, depths and the mask threshold.
+
+    The mask-wise merging thresholds are inference.object_mask_threshold (confidence
+    below which a segment is dropped) and inference.overlap_threshold (share of its
+    mask a segment must still paint).
+    """
+
+    hidden_dim: int = 256
+    num_heads: int = 8
+    num_points: int = 4
+    num_thing_queries: int = 100
+    encoder_layers: int = 6
+    location_layers: int = 6
+    thing_mask_layers: int = 4
+    stuff_mask_layers: int = 6
+    ffn_dim: int = 1024
+    mask_threshold: float = 0.5
+
+
+META_ARCHITECTURES = ("mask_former", "panoptic_segformer")
+
+
+@dataclass
 class ModelConfig:
     """A whole model: label set, architecture pieces, input normalization, inference thresholds."""
 
     name: str = "model"
     dataset: str = "cityscapes"
+    meta_architecture: str = "mask_former"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     pixel_decoder: PixelDecoderConfig = field(default_factory=PixelDecoderConfig)
     transformer_decoder: TransformerDecoderConfig = field(default_factory=TransformerDecoderConfig)
     input: InputConfig = field(default_factory=InputConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    panoptic_segformer: PanopticSegFormerConfig = field(default_factory=PanopticSegFormerConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "ModelConfig":
-        return _build(cls, data, source, section="")
+        config = _build(cls, data, source, section="")
+        if config.meta_architecture not in META_ARCHITECTURES:
+            raise ConfigError(
+                f"'meta_architecture' in {source} must be one of {META_ARCHITECTURES}, got {config.meta_architecture!r}"
+            )
+        return config
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ModelConfig":

@@ -14,6 +14,7 @@ from ros_seg.data.class_metadata import ClassMetadata, class_metadata
 from ros_seg.models.backbones import build_backbone
 from ros_seg.models.mask_former import MaskFormer
 from ros_seg.models.model_config import ConfigError, ModelConfig, PixelDecoderConfig
+from ros_seg.models.panoptic_segformer import build_panoptic_segformer
 from ros_seg.models.pixel_decoders.msdeformattn_pixel_decoder import DeformableEncoder, MSDeformAttnPixelDecoder
 from ros_seg.models.pixel_decoders.pem_pixel_decoder import PEMPixelDecoder
 from ros_seg.models.pixel_decoders.proscale_pixel_decoder import proscale_pixel_decoder
@@ -91,10 +92,12 @@ def load_model_config(model: str) -> ModelConfig:
     return ModelConfig.from_yaml(resolve_config(model))
 
 
-def build_model(config: ModelConfig) -> tuple[MaskFormer, ClassMetadata]:
-    """A freshly initialized model and its label set."""
+def build_model(config: ModelConfig) -> tuple[nn.Module, ClassMetadata]:
+    """A freshly initialized model (a MaskFormer, or a PanopticSegFormer by meta_architecture) and its label set."""
     metadata = class_metadata(config.dataset)
     backbone = build_backbone(config.backbone.name)
+    if config.meta_architecture == "panoptic_segformer":
+        return build_panoptic_segformer(config, metadata, backbone), metadata
     in_channels = tuple(backbone.out_channels[k] for k in ("res2", "res3", "res4", "res5"))
     pd = config.pixel_decoder
     if pd.name not in PIXEL_DECODERS:

@@ -23,11 +23,12 @@ its bilinear weight when it lies inside the level and as zero when it does not.
 The reference folds each sample's attention weight into its four bilinear
 corner weights and gathers all ``L * P * 4`` corners of a (query, head) with
 one ``embedding_bag`` (a fused gather and weighted sum, differentiable in the
-table and the per-sample weights) over the value viewed as ``(N * S * M, D)``
-rows. On CPU this runs 2-4x faster than one ``F.grid_sample`` per level
-followed by the weighted sum (measured at the 1024x2048 Mask2Former encoder
-shape, forward; backward about equal). Coordinates and weights are computed
-in at least float32.
+table and the per-sample weights) over the value, each level given a zero
+border, viewed as ``(N * S' * M, D)`` rows. On CPU this forward runs 2-4x
+faster than one ``F.grid_sample`` per level followed by the weighted sum
+(measured at the Mask2Former encoder shapes of 512x1024 and 1024x2048 inputs;
+the backward 1.5x faster). Coordinates and weights are computed in at least
+float32.
 
 `spatial_shapes` and `level_start_index` may live on the CPU whatever device
 the value is on; the reference reads them as Python integers, so CPU tensors
@@ -117,6 +118,20 @@ def _check_arguments(
     return shapes, starts
 
 
+def _zero_bordered_table(value: Tensor, shapes: list[tuple[int, int]], starts: list[int]) -> Tensor:
+    """(N, S, M, D) -> (N, S', M, D): every level as an (H + 2) x (W + 2) map with a zero border."""
+    n, _, heads, channels = value.shape
+    table = value.new_zeros(n, sum((h + 2) * (w + 2) for h, w in shapes), heads, channels)
+    padded_start = 0
+    for (height, width), start in zip(shapes, starts):
+        level = table[:, padded_start : padded_start + (height + 2) * (width + 2)]
+        level.view(n, height + 2, width + 2, heads, channels)[:, 1:-1, 1:-1] = value[
+            :, start : start + height * width
+        ].view(n, height, width, heads, channels)
+        padded_start += (height + 2) * (width + 2)
+    return table
+
+
 def ms_deform_attn_reference(
     value: Tensor,
     spatial_shapes: Tensor,
@@ -124,46 +139,49 @@ def ms_deform_attn_reference(
     sampling_locations: Tensor,
     attention_weights: Tensor,
 ) -> Tensor:
-    """Pure-PyTorch multi-scale deformable attention on any device; arguments as in :func:`ms_deform_attn`."""
+    """Pure-PyTorch multi-scale deformable attention on any device; arguments as in :func:`ms_deform_attn`.
+
+    Each level gets a one-pixel zero border, so the four corners of a sample always form one
+    2x2 block of the bordered level, addressed by its top-left row in the table plus fixed
+    strides. A sample whose block would leave the bordered level has no corner inside the level
+    and weighs zero; a corner on the border reads zero: grid_sample's zero padding.
+    """
     shapes, starts = _check_arguments(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-    n, tokens, heads, channels = value.shape
+    n, _, heads, channels = value.shape
     queries, levels, points = sampling_locations.shape[1], len(shapes), sampling_locations.shape[4]
     dtype = torch.promote_types(value.dtype, torch.float32)
     device = value.device
+    table = _zero_bordered_table(value, shapes, starts)  # (N, S', M, D)
     size = torch.tensor([[w, h] for h, w in shapes], dtype=dtype, device=device).view(levels, 1, 2)  # (L, 1, xy)
-    pixel = sampling_locations.to(dtype) * size - 0.5  # (N, Lq, M, L, P, 2), pixel centres at integers
-    floor = pixel.detach().floor()
+    # Bordered pixel coordinate: x * W - 0.5 (grid_sample's pixel centres) + 1 (the border).
+    pixel = torch.addcmul(torch.full((), 0.5, dtype=dtype, device=device), sampling_locations.to(dtype), size)
+    floor = pixel.detach().floor()  # (N, Lq, M, L, P, 2), the top-left corner
     frac = pixel - floor  # carries the gradient w.r.t. the locations
-    zero = torch.zeros((), dtype=dtype, device=device)
-    last = size - 1
-    first = torch.minimum(torch.maximum(floor, zero), last)  # neighbour at floor, clamped into the level
-    second = torch.minimum(torch.maximum(floor + 1, zero), last)  # neighbour at floor + 1, clamped
-    first_weight = (1 - frac) * (first == floor)  # zero where the neighbour lies outside the level
-    second_weight = frac * (second == floor + 1)
-    left, top = first_weight.unbind(-1)  # (N, Lq, M, L, P) each
-    right, bottom = second_weight.unbind(-1)
-    attention = attention_weights.to(dtype)
-    row_weights = torch.stack((top * attention, bottom * attention), dim=-1)  # (N, Lq, M, L, P, 2)
-    column_weights = torch.stack((left, right), dim=-1)  # (N, Lq, M, L, P, 2)
+    top_left = torch.clamp(floor, torch.zeros((), dtype=dtype, device=device), size)  # block inside the bordered level
+    inside = (top_left == floor).all(-1)  # (N, Lq, M, L, P)
+    axis_weights = torch.stack((1 - frac, frac), dim=-1)  # (N, Lq, M, L, P, xy, first/second)
+    column_weights, row_weights = axis_weights.unbind(-2)  # (N, Lq, M, L, P, 2) each
+    row_weights = row_weights * (attention_weights.to(dtype) * inside).unsqueeze(-1)
     corner_weights = row_weights.unsqueeze(-1) * column_weights.unsqueeze(-2)  # (N, Lq, M, L, P, 2, 2)
 
-    # Row of the (N * S * M, D) table: ((n * S + start_l + y * W_l + x) * M + m).
-    first_index, second_index = first.long(), second.long()
-    widths = torch.tensor([w for _, w in shapes], device=device).view(levels, 1)  # (L, 1)
-    level_starts = torch.tensor(starts, device=device).view(levels, 1)  # (L, 1)
-    image_starts = torch.arange(n, device=device).view(n, 1, 1, 1, 1) * tokens  # (N, 1, 1, 1, 1)
+    # Row of the (N * S' * M, D) table: (n * S' + padded_start_l + y * (W_l + 2) + x) * M + m.
+    padded_areas = [(h + 2) * (w + 2) for h, w in shapes]
+    padded_starts = torch.tensor([sum(padded_areas[:level]) for level in range(levels)], device=device)
+    row_stride = torch.tensor([w + 2 for _, w in shapes], device=device).view(levels, 1) * heads  # (L, 1)
+    image_starts = torch.arange(n, device=device).view(n, 1, 1, 1, 1) * table.shape[1]  # (N, 1, 1, 1, 1)
     head_index = torch.arange(heads, device=device).view(heads, 1, 1)  # (M, 1, 1)
-    base = (image_starts + level_starts) * heads + head_index  # (N, 1, M, L, 1)
-    row_stride = widths * heads  # (L, 1)
-    rows = torch.stack((first_index[..., 1] * row_stride, second_index[..., 1] * row_stride), dim=-1)
-    rows = rows + base.unsqueeze(-1)  # (N, Lq, M, L, P, 2)
-    columns = torch.stack((first_index[..., 0], second_index[..., 0]), dim=-1) * heads  # (N, Lq, M, L, P, 2)
-    corners = rows.unsqueeze(-1) + columns.unsqueeze(-2)  # (N, Lq, M, L, P, 2, 2)
+    base = (image_starts + padded_starts.view(levels, 1)) * heads + head_index  # (N, 1, M, L, 1)
+    corner = top_left.long()
+    first = torch.addcmul(base, corner[..., 1], row_stride) + corner[..., 0] * heads  # (N, Lq, M, L, P)
+    # Corners (top-left, top-right, bottom-left, bottom-right), as corner_weights flattens.
+    right = torch.full_like(row_stride, heads)
+    strides = torch.stack((torch.zeros_like(row_stride), right, row_stride, row_stride + right), dim=-1)  # (L, 1, 4)
+    corners = first.unsqueeze(-1) + strides  # (N, Lq, M, L, P, 4)
 
     bag = levels * points * 4
     output = F.embedding_bag(
         corners.view(n * queries * heads, bag),
-        value.reshape(n * tokens * heads, channels),
+        table.view(-1, channels),
         per_sample_weights=corner_weights.to(value.dtype).view(n * queries * heads, bag),
         mode="sum",
     )  # (N * Lq * M, D)
@@ -200,8 +218,16 @@ def ms_deform_attn(
         ValueError: a shape, dtype or device does not fit; the message names the argument.
 
     Runs the registered CUDA kernel for CUDA tensors when there is one, else
-    :func:`ms_deform_attn_reference`.
+    :func:`ms_deform_attn_reference`. While ``torch.onnx.export`` traces it, it
+    becomes TensorRT's plugin node or standard ``GridSample`` ops (see
+    :mod:`ros_seg.ops.ms_deform_attn_onnx`).
     """
+    if torch.onnx.is_in_onnx_export():
+        # Imported here: that module builds on this one's reference.
+        from ros_seg.ops.ms_deform_attn_onnx import ms_deform_attn_export
+
+        _check_arguments(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+        return ms_deform_attn_export(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     if value.is_cuda and _cuda_kernel is not None:
         _check_arguments(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
         return _cuda_kernel(

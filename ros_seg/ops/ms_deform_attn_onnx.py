@@ -1,19 +1,23 @@
-"""Multi-scale deformable attention in ONNX graphs for TensorRT: the ``MultiscaleDeformableAttnPlugin_TRT`` node.
+"""Multi-scale deformable attention in ONNX graphs: TensorRT's plugin node, or standard ``GridSample`` ops.
 
-ONNX has no deformable-attention operator. For ONNX Runtime the pure-PyTorch
-reference (``grid_sample`` based) is traced into standard ops and nothing here
-is involved. For TensorRT, whose ``GridSample`` path is slow and memory hungry,
-the whole operator becomes one node of TensorRT's built-in plugin
-``MultiscaleDeformableAttnPlugin_TRT`` (plugin version "1", no plugin fields),
-which the TensorRT ONNX parser resolves through the plugin registry by the
-node's op type. Plugin inputs: value (N, S, M, D), spatial_shapes (L, 2) int32,
-level_start_index (L,) int32, sampling_locations (N, Lq, M, L, P, 2),
-attention_weights (N, Lq, M, L, P); output (N, Lq, M, D), reshaped here to the
-operator's (N, Lq, M * D).
+ONNX has no deformable-attention operator, and the reference's
+``embedding_bag`` has no fast ONNX form. While ``torch.onnx.export`` traces a
+model, :func:`ros_seg.ops.ms_deform_attn` therefore routes through
+:func:`ms_deform_attn_export`, which writes one of two forms:
 
-The operator's entry point hands its result to :func:`as_tensorrt_plugin`,
-which returns it unchanged except while a TensorRT-flavoured export
-(:func:`tensorrt_plugin_export`) traces the model.
+- For TensorRT (inside :func:`tensorrt_plugin_export`): one node of TensorRT's
+  built-in plugin ``MultiscaleDeformableAttnPlugin_TRT`` (plugin version "1",
+  no plugin fields; the TensorRT ONNX parser finds it in the plugin registry by
+  the node's op type). Plugin inputs: value (N, S, M, D), spatial_shapes (L, 2)
+  int32, level_start_index (L,) int32, sampling_locations (N, Lq, M, L, P, 2),
+  attention_weights (N, Lq, M, L, P); output (N, Lq, M, D), reshaped here to
+  the operator's (N, Lq, M * D).
+- Otherwise (ONNX Runtime): per level one ``GridSample`` (opset 16+; bilinear,
+  zero padding, align_corners=False: the operator's sampling rule), then the
+  attention-weighted sum.
+
+The levels' shapes are read as numbers while tracing, so they are constants of
+the exported graph, as they are for every fixed input size.
 """
 from __future__ import annotations
 
@@ -22,7 +26,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from ros_seg.ops.ms_deform_attn import ms_deform_attn_reference
 
 PLUGIN_OP = "MultiscaleDeformableAttnPlugin_TRT"
 PLUGIN_DOMAIN = "trt.plugins"
@@ -41,12 +48,8 @@ def tensorrt_plugin_export() -> Iterator[None]:
         _tensorrt_export.reset(token)
 
 
-class MultiscaleDeformableAttnExport(torch.autograd.Function):
-    """Passes the reference result through; its ONNX form is the plugin node computed from the operator's inputs.
-
-    The reference nodes that produced ``output`` are left without a user in the
-    exported graph, and the exporter drops them.
-    """
+class MultiscaleDeformableAttnPlugin(torch.autograd.Function):
+    """The reference operator, whose ONNX form is one TensorRT plugin node; used only while exporting."""
 
     @staticmethod
     def forward(
@@ -56,9 +59,8 @@ class MultiscaleDeformableAttnExport(torch.autograd.Function):
         level_start_index: Tensor,
         sampling_locations: Tensor,
         attention_weights: Tensor,
-        output: Tensor,
     ) -> Tensor:
-        return output.clone()
+        return ms_deform_attn_reference(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
 
     @staticmethod
     def symbolic(
@@ -68,7 +70,6 @@ class MultiscaleDeformableAttnExport(torch.autograd.Function):
         level_start_index: torch.Value,
         sampling_locations: torch.Value,
         attention_weights: torch.Value,
-        output: torch.Value,
     ) -> torch.Value:
         int32 = torch.onnx.TensorProtoDataType.INT32
         heads_out = g.op(
@@ -85,20 +86,37 @@ class MultiscaleDeformableAttnExport(torch.autograd.Function):
         return g.op("Reshape", heads_out, merged)  # (N, Lq, M * D); 0 keeps that dimension
 
 
-def as_tensorrt_plugin(
+def ms_deform_attn_grid_sample(
+    value: Tensor, spatial_shapes: Tensor, sampling_locations: Tensor, attention_weights: Tensor
+) -> Tensor:
+    """The operator written with one ``F.grid_sample`` per level: arguments and result as ``ms_deform_attn``."""
+    n, _, heads, channels = value.shape
+    queries, levels, points = sampling_locations.shape[1], sampling_locations.shape[3], sampling_locations.shape[4]
+    grids = sampling_locations * 2 - 1  # (N, Lq, M, L, P, 2) in grid_sample's [-1, 1]
+    samples = []
+    start = 0
+    for level, (height, width) in enumerate(spatial_shapes.tolist()):
+        level_value = value[:, start : start + height * width]  # (N, H*W, M, D)
+        level_value = level_value.permute(0, 2, 3, 1).reshape(n * heads, channels, height, width)  # (N*M, D, H, W)
+        grid = grids[:, :, :, level].transpose(1, 2).reshape(n * heads, queries, points, 2)  # (N*M, Lq, P, 2)
+        samples.append(F.grid_sample(level_value, grid, mode="bilinear", padding_mode="zeros", align_corners=False))
+        start += height * width
+    stacked = torch.stack(samples, dim=3)  # (N*M, D, Lq, L, P)
+    weights = attention_weights.transpose(1, 2).reshape(n * heads, 1, queries, levels, points)
+    out = (stacked * weights).flatten(3).sum(3)  # (N*M, D, Lq)
+    return out.reshape(n, heads * channels, queries).transpose(1, 2)  # (N, Lq, M*D)
+
+
+def ms_deform_attn_export(
     value: Tensor,
     spatial_shapes: Tensor,
     level_start_index: Tensor,
     sampling_locations: Tensor,
     attention_weights: Tensor,
-    output: Tensor,
 ) -> Tensor:
-    """`output` (N, Lq, M * D) of deformable attention on these inputs, exported as the plugin when asked.
-
-    Outside a TensorRT-flavoured ONNX export this returns `output` itself.
-    """
-    if not (_tensorrt_export.get() and torch.onnx.is_in_onnx_export()):
-        return output
-    return MultiscaleDeformableAttnExport.apply(
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, output
-    )
+    """The operator's form while an ONNX export traces it: the TensorRT plugin or the GridSample form."""
+    if _tensorrt_export.get():
+        return MultiscaleDeformableAttnPlugin.apply(
+            value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+        )
+    return ms_deform_attn_grid_sample(value, spatial_shapes, sampling_locations, attention_weights)

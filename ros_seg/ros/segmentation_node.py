@@ -133,8 +133,10 @@ def build_segmenter(settings: StartupSettings) -> Segmenter:
             output_resolution=settings.output_resolution,
         )
     except (ValueError, OSError) as exc:
-        culprit = f"weights file {settings.weights!r}" if settings.weights else f"model {settings.model!r}"
-        raise StartupError(f"cannot load {culprit}: {exc}") from None
+        weights = f" with weights file {settings.weights!r}" if settings.weights else ""
+        raise StartupError(
+            f"cannot load model {settings.model!r}{weights} on backend {settings.backend!r}: {exc}"
+        ) from None
 
 
 class SegmentationNode(Node):

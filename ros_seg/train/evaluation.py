@@ -19,9 +19,11 @@ from tqdm import tqdm
 from ros_seg.data.class_metadata import ClassMetadata
 from ros_seg.eval.panoptic_metrics import PanopticAccumulator
 from ros_seg.eval.semantic_metrics import SemanticAccumulator
+from ros_seg.inference.maskwise_merge import maskwise_merge
 from ros_seg.inference.postprocess import panoptic_inference, semantic_inference
 from ros_seg.models.mask_former import MaskFormer
-from ros_seg.models.model_config import InferenceConfig
+from ros_seg.models.model_config import InferenceConfig, PanopticSegFormerConfig
+from ros_seg.models.panoptic_segformer import PanopticSegFormer
 
 def ground_truth_panoptic(sample: dict[str, Any]) -> tuple[np.ndarray, dict[int, int], list[int]]:
     """(H, W) segment ids (0 = void), {segment id: train id} and crowd ids of a dataset sample."""
@@ -48,6 +50,7 @@ def evaluate(
     device: torch.device,
     size: tuple[int, int] | None = None,
     progress: bool = False,
+    mask_threshold: float = PanopticSegFormerConfig().mask_threshold,
 ) -> dict[str, Any]:
     """Score `model` on every sample of `dataset` (a CityscapesDataset without transform).
 
@@ -56,7 +59,10 @@ def evaluate(
     Returns miou, per_class_iou {name: IoU or None}, pixel_accuracy and, when
     the dataset's task is panoptic, pq, sq, rq, pq_things, pq_stuff (percent;
     None where undefined), plus "images". The model is left in eval mode.
+    Panoptic SegFormer predictions are merged mask-wise (ros_seg.inference.maskwise_merge),
+    binarizing soft masks at `mask_threshold`.
     """
+    mask_wise = isinstance(model, PanopticSegFormer)
     model.eval()
     semantic = SemanticAccumulator(metadata)
     panoptic = PanopticAccumulator(metadata) if dataset.task == "panoptic" else None
@@ -71,13 +77,20 @@ def evaluate(
         padded = (-(-valid[0] // d) * d, -(-valid[1] // d) * d)
         outputs = model(image)
         logits, masks = outputs["pred_logits"][0], outputs["pred_masks"][0]  # (Q, K+1), (Q, h, w)
-        labels = semantic_inference(logits, masks, valid, padded, out_size)
+        if mask_wise:
+            labels, result = maskwise_merge(
+                logits, masks, metadata, valid, padded, out_size,
+                inference.object_mask_threshold, inference.overlap_threshold, mask_threshold,
+            )
+        else:
+            labels = semantic_inference(logits, masks, valid, padded, out_size)
         semantic.update(labels.cpu().numpy(), sample["semantic"])
         if panoptic is not None:
-            result = panoptic_inference(
-                logits, masks, metadata, valid, padded, out_size,
-                inference.object_mask_threshold, inference.overlap_threshold,
-            )
+            if not mask_wise:
+                result = panoptic_inference(
+                    logits, masks, metadata, valid, padded, out_size,
+                    inference.object_mask_threshold, inference.overlap_threshold,
+                )
             pred_segments = {i + 1: int(c) for i, c in enumerate(result.classes.tolist())}
             gt_map, gt_segments, gt_crowd = ground_truth_panoptic(sample)
             panoptic.update(result.panoptic.cpu().numpy(), pred_segments, gt_map, gt_segments, gt_crowd)

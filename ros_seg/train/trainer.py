@@ -52,6 +52,8 @@ from ros_seg.train.distributed import (
 from ros_seg.train.evaluation import evaluate
 from ros_seg.train.matcher import HungarianMatcher
 from ros_seg.train.optimizer import WarmupSchedule, build_optimizer, build_scheduler
+from ros_seg.train.panoptic_segformer_criterion import PanopticSegFormerCriterion
+from ros_seg.train.panoptic_segformer_matcher import ThingMatcher
 from ros_seg.train.rng_state import capture_rng_state, restore_rng_state
 from ros_seg.train.train_config import TrainConfig
 
@@ -119,17 +121,22 @@ class Trainer:
         self.amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_enabled and self.amp_dtype == torch.float16)
         loss = config.loss
-        self.criterion = SetCriterion(
-            self.metadata.num_classes,
-            HungarianMatcher(loss.class_weight, loss.mask_weight, loss.dice_weight, loss.num_points),
-            class_weight=loss.class_weight,
-            mask_weight=loss.mask_weight,
-            dice_weight=loss.dice_weight,
-            no_object_weight=loss.no_object_weight,
-            num_points=loss.num_points,
-            oversample_ratio=loss.oversample_ratio,
-            importance_sample_ratio=loss.importance_sample_ratio,
-        ).to(self.context.device)
+        if self.model_config.meta_architecture == "panoptic_segformer":
+            # Panoptic SegFormer's own losses, at the authors' weights (loss section not used).
+            self.criterion = PanopticSegFormerCriterion(self.metadata.is_thing, ThingMatcher())
+        else:
+            self.criterion = SetCriterion(
+                self.metadata.num_classes,
+                HungarianMatcher(loss.class_weight, loss.mask_weight, loss.dice_weight, loss.num_points),
+                class_weight=loss.class_weight,
+                mask_weight=loss.mask_weight,
+                dice_weight=loss.dice_weight,
+                no_object_weight=loss.no_object_weight,
+                num_points=loss.num_points,
+                oversample_ratio=loss.oversample_ratio,
+                importance_sample_ratio=loss.importance_sample_ratio,
+            )
+        self.criterion.to(self.context.device)
 
         data = config.data
         self.train_set = CityscapesDataset(data.root, data.train_split, data.task, metadata=self.metadata)
@@ -279,7 +286,8 @@ class Trainer:
         if self.val_set is not None:
             size = tuple(self.config.data.eval_size) if self.config.data.eval_size else None
             report = evaluate(self.model, self.val_set, self.metadata, self.model_config.inference,
-                              self.context.device, size=size, progress=True)
+                              self.context.device, size=size, progress=True,
+                              mask_threshold=self.model_config.panoptic_segformer.mask_threshold)
             self.model.train()
         barrier()
         return report

@@ -137,7 +137,9 @@ def _open_tensorrt(
     input_size: tuple[int, int] | None,
 ) -> OpenedBackend:
     from ros_seg.inference.backends.tensorrt_backend import TensorRTBackend
+    from ros_seg.inference.tensorrt_engine import import_tensorrt
 
+    import_tensorrt()  # say what to install before anything else
     if weights is not None and weights.endswith(".engine"):
         backend = TensorRTBackend.from_engine(Path(weights), device)
     else:
