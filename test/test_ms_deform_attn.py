@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ros_seg.models.ms_deform_attn_module import MSDeformAttn
 from ros_seg.ops import ms_deform_attn, ms_deform_attn_reference, register_ms_deform_attn_kernel
+from ros_seg.ops.ms_deform_attn_onnx import ms_deform_attn_grid_sample
 
 SHAPES = [(3, 4), (2, 3), (1, 2)]
 
@@ -87,23 +87,6 @@ def _ms_deform_attn_direct(
     return out
 
 
-def _grid_sample_oracle(
-    value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, locations: Tensor, weights: Tensor
-) -> Tensor:
-    """The same sum with one F.grid_sample per level (the alternative reference, slower on CPU)."""
-    n, _, heads, channels = value.shape
-    queries, levels, points = locations.shape[1], locations.shape[3], locations.shape[4]
-    samples = []
-    for level, ((height, width), start) in enumerate(zip(spatial_shapes.tolist(), level_start_index.tolist())):
-        image = value[:, start : start + height * width].permute(0, 2, 3, 1)  # (N, M, D, H*W)
-        image = image.reshape(n * heads, channels, height, width)
-        grid = locations[:, :, :, level].transpose(1, 2).reshape(n * heads, queries, points, 2) * 2 - 1
-        samples.append(F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False))
-    stacked = torch.stack(samples, dim=-2).flatten(-2)  # (N*M, D, Lq, L*P)
-    attention = weights.transpose(1, 2).reshape(n * heads, 1, queries, levels * points)
-    return (stacked * attention).sum(-1).view(n, heads * channels, queries).transpose(1, 2)
-
-
 def _call(op, case: dict[str, Tensor]) -> Tensor:  # noqa: ANN001 - one of the two op functions
     return op(
         case["value"],
@@ -125,11 +108,11 @@ def test_matches_direct_formula(points: int, heads: int) -> None:
 
 
 def test_agrees_with_grid_sample() -> None:
+    """The embedding_bag reference against the per-level grid_sample form (the ONNX Runtime export)."""
     case = _random_case(torch.Generator().manual_seed(1), n=1, queries=40, heads=4, channels=8, points=4,
                         shapes=[(7, 9), (4, 5), (2, 3)], dtype=torch.float32)
-    expected = _grid_sample_oracle(
-        case["value"], case["spatial_shapes"], case["level_start_index"],
-        case["sampling_locations"], case["attention_weights"],
+    expected = ms_deform_attn_grid_sample(
+        case["value"], case["spatial_shapes"], case["sampling_locations"], case["attention_weights"]
     )
     torch.testing.assert_close(_call(ms_deform_attn, case), expected, rtol=1e-5, atol=1e-5)
 

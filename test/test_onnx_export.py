@@ -7,6 +7,7 @@ the grid), confident class logits and mask logits of a few units.
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,8 @@ def checkpoint(loaded: LoadedModel, tmp_path_factory: pytest.TempPathFactory) ->
 def fixed_onnx(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fixed-size export made by the command line."""
     out = tmp_path_factory.mktemp("fixed") / "pem_stdc1.onnx"
-    assert main(["export", "--weights", str(checkpoint), "--format", "onnx", "--size", "64x128", "--out", str(out)]) == 0
+    args = ["export", "--weights", str(checkpoint), "--format", "onnx", "--size", "64x128", "--out", str(out)]
+    assert main(args) == 0
     return out
 
 
@@ -112,7 +114,8 @@ def test_deform_conv_op_matches_reference(tmp_path: Path) -> None:
         "pads": [2, 2, 2, 2],
         "strides": [2, 2],
     }
-    (got,) = _session(path).run(None, {i.name: t.numpy() for i, t in zip(onnx.load(path).graph.input, (x, offset, mask))})
+    session = _session(path)
+    (got,) = session.run(None, {i.name: t.numpy() for i, t in zip(session.get_inputs(), (x, offset, mask))})
     expected = deform_conv2d_reference(x, offset, layer.weight, layer.bias, 2, 2, 2, mask)
     torch.testing.assert_close(torch.from_numpy(got), expected.detach(), atol=1e-4, rtol=1e-4)
 
@@ -220,7 +223,9 @@ def _element_type(graph: onnx.ModelProto, name: str) -> int:
 def test_tensorrt_flavour_writes_the_plugin_node(tmp_path: Path) -> None:
     path = tmp_path / "trt.onnx"
     with tensorrt_plugin_export():
-        torch.onnx.export(_Attention(), _attention_inputs(), path, dynamo=False, opset_version=19, autograd_inlining=False)
+        torch.onnx.export(
+            _Attention(), _attention_inputs(), path, dynamo=False, opset_version=19, autograd_inlining=False
+        )
     graph = onnx.load(path)
     (plugin,) = [n for n in graph.graph.node if n.op_type == PLUGIN_OP]
     assert plugin.domain == PLUGIN_DOMAIN
@@ -257,3 +262,17 @@ def test_tensorrt_flavour_of_a_proscale_model(tmp_path: Path) -> None:
     assert read_onnx_info(path).target == "tensorrt"
     with pytest.raises(OnnxModelError, match="exported for tensorrt"):
         Segmenter(weights=str(path), device="cpu", backend="onnxruntime")
+    with pytest.raises(ValueError, match="cannot be exported with a dynamic input size"):
+        export_onnx(loaded, tmp_path / "dynamic.onnx", SIZE, dynamic=True)
+
+
+def test_bench_compares_backends(tmp_path: Path) -> None:
+    dest = tmp_path / "bench.json"
+    args = ["bench", "--model", "pem_stdc1", "--size", "64x96", "--compare-backends", "torch,onnxruntime"]
+    assert main([*args, "--warmup", "0", "--repeats", "1", "--json", str(dest)]) == 0
+    out = json.loads(dest.read_text())
+    assert [r["backend"] for r in out["runs"]] == ["torch", "onnxruntime"]
+    assert out["speedup"]["torch"] == {"end_to_end": 1.0, "model": 1.0}
+    assert out["speedup"]["onnxruntime"]["model"] > 0 and len(out["load_average"]["before"]) == 3
+    with pytest.raises(SystemExit):
+        main(["bench", "--model", "pem_stdc1", "--compare-backends", "torch"])

@@ -1,6 +1,7 @@
 """Semantic and panoptic inference, valid-region resizing, segment statistics."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -108,3 +109,53 @@ def test_segment_statistics() -> None:
     assert (stats["x0"][0], stats["y0"][0], stats["x1"][0], stats["y1"][0]) == (2, 1, 4, 2)
     assert abs(float(stats["cx"][0]) - 3.0) < 1e-9 and abs(float(stats["cy"][0]) - 1.5) < 1e-9
     assert (stats["x0"][2], stats["x1"][2]) == (0, 0)  # absent segment: zero box
+
+
+def _reference_semantic(class_logits, mask_logits, valid, padded, out):
+    scores = torch.einsum("qk,qhw->khw", class_logits.softmax(-1)[:, :-1], mask_logits.sigmoid())
+    return resize_valid_region(scores, valid, padded, out).argmax(0)
+
+
+def _reference_panoptic_pixels(logits, scores, valid, padded, out):
+    """Full-resolution computation: every kept mask resized, then merged."""
+    probs = resize_valid_region(logits, valid, padded, out).sigmoid()
+    winner = (probs * scores[:, None, None]).argmax(0)
+    inside = probs.gather(0, winner[None])[0] >= 0.5
+    return winner, inside, (probs >= 0.5).flatten(1).sum(1)
+
+
+def _smooth_logits(n: int, h: int, w: int, seed: int) -> torch.Tensor:
+    """Blob-like mask logits, as a trained model gives (plus noise)."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(n, 1, max(2, h // 4), max(2, w // 4), generator=g) * 6
+    return F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)[:, 0] + 0.3 * torch.randn(
+        n, h, w, generator=g
+    )
+
+
+@pytest.mark.parametrize(
+    "low, valid, padded, out",
+    [
+        ((16, 24), (64, 96), (64, 96), (64, 96)),  # integer 4x
+        ((16, 24), (60, 90), (64, 96), (60, 90)),  # cropped padding
+        ((16, 24), (60, 90), (64, 96), (133, 201)),  # resized to a larger input size
+        ((16, 24), (64, 96), (64, 96), (37, 55)),  # smaller output
+    ],
+)
+def test_cell_upsampling_equals_full_resolution(low, valid, padded, out) -> None:
+    from ros_seg.inference.cell_upsampling import CellGrid
+    from ros_seg.inference.postprocess import _panoptic_pixels
+
+    class_logits = torch.randn(12, K + 1) * 3
+    masks = _smooth_logits(12, *low, seed=1)
+    ours = semantic_inference(class_logits, masks, valid, padded, out)
+    ref = _reference_semantic(class_logits, masks, valid, padded, out)
+    assert (ours == ref).float().mean() > 0.9999
+
+    scores = torch.rand(12) * 0.5 + 0.5
+    grid = CellGrid.create(low, valid, padded, out, torch.device("cpu"))
+    winner, inside, area = _panoptic_pixels(masks, scores, grid)
+    ref_winner, ref_inside, ref_area = _reference_panoptic_pixels(masks, scores, valid, padded, out)
+    assert (winner == ref_winner).float().mean() > 0.9999
+    assert (inside == ref_inside).float().mean() > 0.9999
+    assert (area - ref_area).abs().max() <= 2

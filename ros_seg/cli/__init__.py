@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-COMMANDS = ("describe", "segment", "synth", "train", "eval", "metrics", "export", "bench", "convert")
+COMMANDS = ("describe", "segment", "synth", "train", "eval", "metrics", "make-bag", "replay", "export", "bench", "convert")
 
 
 def build_parser() -> argparse.ArgumentParser:

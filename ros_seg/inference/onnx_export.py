@@ -9,7 +9,9 @@ normalizes and pads itself). Post-processing stays in
 - Fixed size: the input must be exactly the exported (H, W); the Segmenter
   resizes images to it.
 - Dynamic (``dynamic=True``): any H, W. The graph is traced at a size that is
-  not a multiple of the divisibility, so the padding is part of it.
+  not a multiple of the divisibility, so the padding is part of it. PEM models
+  only: deformable attention (Mask2Former, PRO-SCALE, Panoptic SegFormer)
+  reads its feature-level shapes as numbers, so those export at a fixed size.
 
 Deformable convolution becomes the standard ``DeformConv`` (opset 19). For
 ``target="tensorrt"`` multi-scale deformable attention becomes TensorRT's
@@ -53,6 +55,8 @@ MAX_IR_VERSION = 13
 """Highest ONNX IR version ONNX Runtime 1.31 loads (onnx 1.23 writes 14 by default)."""
 DYNAMIC_TRACE_SIZE = (256, 512)
 """Size a dynamic export is traced at when no size is given."""
+DYNAMIC_PIXEL_DECODERS = ("pem",)
+"""Pixel decoders of MaskFormer models whose traced graph holds for every input size."""
 _KEY = "ros_seg."
 
 
@@ -61,7 +65,9 @@ def _import_onnx() -> ModuleType:
     try:
         import onnx
     except ImportError:
-        raise ValueError("ONNX export and the onnxruntime/tensorrt backends need `pip install onnx onnxruntime`") from None
+        raise ValueError(
+            "ONNX export and the onnxruntime/tensorrt backends need `pip install onnx onnxruntime`"
+        ) from None
     return onnx
 
 
@@ -127,6 +133,16 @@ def export_onnx(
         raise ValueError(f"unknown export target {target!r}: use one of {', '.join(TARGETS)}")
     if len(input_size) != 2 or min(input_size) < 1:
         raise ValueError(f"input size must be (height, width) >= 1, got {input_size}")
+    config = loaded.config
+    traces_for_any_size = (
+        config.meta_architecture == "mask_former" and config.pixel_decoder.name in DYNAMIC_PIXEL_DECODERS
+    )
+    if dynamic and not traces_for_any_size:
+        raise ValueError(
+            f"{config.name} cannot be exported with a dynamic input size (its deformable attention fixes the "
+            "feature-level shapes when traced): export it at a fixed size (`ros-seg export --size HxW` without "
+            "--dynamic; Segmenter input_size)"
+        )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     divisibility = loaded.config.input.size_divisibility

@@ -31,7 +31,6 @@ from ros_seg.inference.onnx_export import (
     OnnxModelInfo,
     cached_export,
     export_onnx,
-    read_onnx_info,
 )
 from ros_seg.models.load import load_model
 from ros_seg.models.model_config import ModelConfig
@@ -99,8 +98,10 @@ def _check_model_name(model: str | None, info: OnnxModelInfo, path: Path) -> Non
         )
 
 
-def _onnx_for(model: str | None, weights: str | None, input_size: tuple[int, int] | None, target: str, folder: Path) -> Path:
-    """The .onnx file to run: `weights` itself, the cached export of a checkpoint, or a random-weight export in `folder`."""
+def _onnx_for(
+    model: str | None, weights: str | None, input_size: tuple[int, int] | None, target: str, folder: Path
+) -> Path:
+    """The .onnx file to run: `weights` itself, a checkpoint's cached export, or a random-weight export in `folder`."""
     if weights is not None and weights.endswith(".onnx"):
         return Path(weights)
     if weights is not None:
@@ -136,10 +137,11 @@ def _open_tensorrt(
     precision: str,
     input_size: tuple[int, int] | None,
 ) -> OpenedBackend:
-    from ros_seg.inference.backends.tensorrt_backend import TensorRTBackend
+    from ros_seg.inference.backends.tensorrt_backend import TensorRTBackend, require_cuda
     from ros_seg.inference.tensorrt_engine import import_tensorrt
 
-    import_tensorrt()  # say what to install before anything else
+    import_tensorrt()  # say what to install, and where it runs, before exporting anything
+    require_cuda(device)
     if weights is not None and weights.endswith(".engine"):
         backend = TensorRTBackend.from_engine(Path(weights), device)
     else:

@@ -16,6 +16,12 @@ from ros_seg.inference.onnx_export import INPUT_NAME, OUTPUT_NAMES, OnnxModelErr
 from ros_seg.inference.tensorrt_engine import ENGINE_PRECISIONS, engine_for, import_tensorrt, load_engine
 
 
+def require_cuda(device: torch.device) -> None:
+    """TensorRT engines run on NVIDIA GPUs only: a clear error for any other device."""
+    if device.type != "cuda":
+        raise ValueError(f"backend 'tensorrt' runs on CUDA devices only, got device {device}: use cuda or auto")
+
+
 class TensorRTBackend:
     """Runs a TensorRT engine of a ros_seg model.
 
@@ -31,8 +37,7 @@ class TensorRTBackend:
     name = "tensorrt"
 
     def __init__(self, engine_path: Path, info: OnnxModelInfo, device: torch.device, precision: str) -> None:
-        if device.type != "cuda":
-            raise ValueError(f"backend 'tensorrt' runs on CUDA devices only, got device {device}: use cuda or auto")
+        require_cuda(device)
         trt = import_tensorrt()
         self.info = info
         self.device = device
@@ -58,8 +63,7 @@ class TensorRTBackend:
         """Engine of a TensorRT-flavoured ONNX export at `input_size` (a fixed-size export brings its own)."""
         if precision not in ENGINE_PRECISIONS:
             raise ValueError(f"backend 'tensorrt' precision must be one of {', '.join(ENGINE_PRECISIONS)}")
-        if device.type != "cuda":
-            raise ValueError(f"backend 'tensorrt' runs on CUDA devices only, got device {device}: use cuda or auto")
+        require_cuda(device)
         info = read_onnx_info(onnx_path)
         if info.target != "tensorrt":
             raise OnnxModelError(
@@ -95,7 +99,9 @@ class TensorRTBackend:
                 f"got {tuple(images.shape)}: resize it (Segmenter input_size)"
             )
         image = images.round().clamp_(0, 255).to(torch.uint8).contiguous()
-        outputs = {name: torch.empty(shape, dtype=dtype, device=self.device) for name, (shape, dtype) in self._outputs.items()}
+        outputs = {
+            name: torch.empty(shape, dtype=dtype, device=self.device) for name, (shape, dtype) in self._outputs.items()
+        }
         self.context.set_tensor_address(INPUT_NAME, image.data_ptr())
         for name, tensor in outputs.items():
             self.context.set_tensor_address(name, tensor.data_ptr())
