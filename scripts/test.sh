@@ -8,6 +8,8 @@ bash "$ROOT/scripts/setup.sh"
 source "$ROOT/scripts/env.sh"
 # DDS stays on loopback (env.sh) and on a domain of this run's own.
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+# Tests start several processes with torch on 2 cores: idle OpenMP threads sleep instead of spinning.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$((20 + $$ % 80))}"
 cd "$ROOT"
 exec python -m pytest test -q -p no:cacheprovider "$@"
