@@ -28,6 +28,13 @@ from ros_seg.ops.ms_deform_attn_onnx import PLUGIN_DOMAIN, PLUGIN_OP, tensorrt_p
 
 SIZE = (64, 128)
 
+# The tests' own small exports use the TorchScript exporter on purpose, as ros_seg does.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export"),
+    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
+    pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning"),
+]
+
 
 def _trained_like(loaded: LoadedModel) -> LoadedModel:
     """Scale random weights to what a trained pem_stdc1 produces (offsets ~1 px, logits of several units)."""
@@ -147,7 +154,7 @@ def test_dynamic_export_at_other_sizes(loaded: LoadedModel, dynamic_onnx: Path) 
     assert [d.dim_param for d in dims[2:]] == ["height", "width"]
     assert read_onnx_info(dynamic_onnx).input_size is None
     session = _session(dynamic_onnx)
-    for size in (SIZE, (96, 160), (70, 90)):  # the last needs padding inside the graph
+    for size in ((96, 160), (70, 90)):  # traced at 65x129; the last needs padding inside the graph
         _assert_parity(loaded, session, size)
 
 

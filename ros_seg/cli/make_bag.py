@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     )
     truth = "with ground truth" if summary.ground_truth else "without ground truth"
     print(
-        f"wrote {summary.frames} frames of {summary.size[1]}x{summary.size[0]} ({truth}) to {summary.path}: "
+        f"wrote {summary.frames} frames of {summary.size[0]}x{summary.size[1]} (HxW, {truth}) to {summary.path}: "
         f"{summary.image_topic} and {camera_info_topic(args.camera_topic)} at {args.rate:g} Hz, "
         f"{summary.duration_s:.1f} s, {args.storage}"
     )

@@ -161,6 +161,7 @@ def export_onnx(
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export")
             warnings.filterwarnings("ignore", "Constant folding - Only steps=1")
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
             torch.onnx.export(
                 LogitsGraph(model).eval(),  # the exporter restores the wrapper's mode to all of it afterwards
                 (image,),
@@ -195,7 +196,7 @@ def export_onnx(
 
 
 def read_onnx_info(path: str | Path) -> OnnxModelInfo:
-    """The ros_seg description stored in an exported .onnx file (the graph itself is not loaded)."""
+    """The ros_seg description stored in the metadata of an exported .onnx file."""
     onnx = _import_onnx()
     path = Path(path)
     if not path.is_file():

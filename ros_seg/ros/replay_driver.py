@@ -316,8 +316,8 @@ class LiveReplay:
             lines = [line for line in Path(self.settings.log).read_text(errors="replace").splitlines() if line.strip()]
             tail = f"; its last log line: {lines[-1].strip()}" if lines else ""
         code = process.poll()
-        state = f"exited with code {code}" if code is not None else "is running"
-        return ValueError(f"segmentation_node {state} and {what}{tail}")
+        state = f"segmentation_node exited with code {code}" if code is not None else "segmentation_node"
+        return ValueError(f"{state}: it {what}{tail}")
 
     def _start(self, process: subprocess.Popen, node: Node, publisher: Any, collector: OutputCollector,
                first: BagFrame) -> None:
@@ -326,7 +326,8 @@ class LiveReplay:
         while (publisher.get_subscription_count() == 0
                or any(node.count_publishers(t) == 0 for t in collector.topics.values())):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise self._failed(process, f"did not subscribe to the images within {self.settings.startup_timeout_s:.0f} s")
+                raise self._failed(
+                    process, f"did not subscribe to the images within {self.settings.startup_timeout_s:.0f} s")
             time.sleep(0.1)
         store = replay_typestore()
         attempt = 0
