@@ -26,7 +26,18 @@ LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
 # The documented launch API these files may use (module -> names).
 LAUNCH_API = {
     "launch": {"LaunchDescription", "LaunchContext"},
-    "launch.actions": {"DeclareLaunchArgument", "IncludeLaunchDescription", "GroupAction", "OpaqueFunction"},
+    "launch.actions": {
+        "DeclareLaunchArgument",
+        "IncludeLaunchDescription",
+        "GroupAction",
+        "OpaqueFunction",
+        "ExecuteProcess",
+        "TimerAction",
+        "RegisterEventHandler",
+        "Shutdown",
+    },
+    "launch.event_handlers": {"OnProcessExit"},
+    "launch.conditions": {"IfCondition", "UnlessCondition"},
     "launch.substitutions": {"LaunchConfiguration"},
     "launch.launch_description_sources": {"PythonLaunchDescriptionSource"},
     "launch_ros.actions": {"Node"},

@@ -130,7 +130,9 @@ class ReplayBag:
             self._reader = Reader(self.path)
             self._reader.open()
         except FileNotFoundError:
-            raise ValueError(f"{self.path} is not a rosbag2: it has no metadata.yaml and is no .mcap/.db3 file") from None
+            raise ValueError(
+                f"{self.path} is not a rosbag2: it has no metadata.yaml and is no .mcap/.db3 file"
+            ) from None
         except _BAG_ERRORS + (ValueError, TypeError, AttributeError) as exc:
             raise ValueError(f"cannot read bag {self.path} (corrupt or not a rosbag2): {_one_line(exc)}") from None
         self.topics: dict[str, Connection] = {}

@@ -27,8 +27,8 @@ from rosbags.typesys import Stores, get_typestore, get_types_from_msg
 from rosbags.typesys.store import Typestore
 from scipy import ndimage
 
-from ros_seg.data.class_metadata import ClassMetadata
 from ros_seg.data.cityscapes_layout import INSTANCE_OFFSET
+from ros_seg.data.class_metadata import ClassMetadata
 from ros_seg.inference.image_input import ENCODINGS
 
 IMAGE = "sensor_msgs/msg/Image"

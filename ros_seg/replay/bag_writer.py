@@ -178,7 +178,9 @@ class ReplayBagWriter:
         if compressed is not None and compressed not in COMPRESSED_FORMATS:
             raise ValueError(f"unknown compression {compressed!r}: use one of {', '.join(COMPRESSED_FORMATS)}")
         if not camera_topic.startswith("/") or camera_topic.endswith("/"):
-            raise ValueError(f"camera topic must be an absolute topic name like /camera/image_raw, got {camera_topic!r}")
+            raise ValueError(
+                f"camera topic must be an absolute topic name like /camera/image_raw, got {camera_topic!r}"
+            )
         self.path = Path(path)
         if self.path.exists():
             raise FileExistsError(f"{self.path} exists already: choose a new bag path or delete it")

@@ -249,7 +249,8 @@ def write_plots(out: Path, result: ReplayResult, per_class_iou: dict[str, float 
         columns = min(3, len(result.overlays))
         rows = -(-len(result.overlays) // columns)
         height, width = result.overlays[0][1].shape[:2]
-        figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, rows * 4 * height / width + 0.6), squeeze=False)
+        figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, rows * 4 * height / width + 0.6),
+                                    squeeze=False)
         for axis in axes.ravel():
             axis.axis("off")
         for axis, (index, overlay) in zip(axes.ravel(), result.overlays):

@@ -57,11 +57,11 @@ from ros_seg.replay.bag_types import (
     stamp_ns,
 )
 from ros_seg.replay.replay_report import AccuracyScorer, OverlaySampler, ReplayResult
+from ros_seg.ros.node_parameters import INPUT_QOS
 
 NODE_NAMESPACE = "/ros_seg_replay"
 OUTPUT_TYPES = {"semantic": IMAGE, "panoptic": IMAGE, "segments": SEGMENT_ARRAY}
 _RCLPY_TYPES = {IMAGE: Image, COMPRESSED_IMAGE: CompressedImage, SEGMENT_ARRAY: SegmentArray}
-INPUT_QOS = ("sensor_data", "reliable")
 PUBLISH_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 WARMUP_RETRY_S = 5.0
