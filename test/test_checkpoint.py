@@ -10,7 +10,8 @@ import torch
 from ros_seg.cli import main
 from ros_seg.models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from ros_seg.models.load import load_model
-from ros_seg.models.model_config import ConfigError, ModelConfig
+from ros_seg.models.model_config import ModelConfig
+from ros_seg.models.strict_config import ConfigError
 from ros_seg.models.registry import build_model, load_model_config
 
 

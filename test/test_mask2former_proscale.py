@@ -9,7 +9,8 @@ from torch import Tensor, nn
 
 from ros_seg.bench.encoder_speed import bench_encoders
 from ros_seg.models.complexity import count_gmacs, count_parameters
-from ros_seg.models.model_config import ConfigError, ModelConfig
+from ros_seg.models.model_config import ModelConfig
+from ros_seg.models.strict_config import ConfigError
 from ros_seg.models.pixel_decoders.msdeformattn_pixel_decoder import DeformableEncoder, MSDeformAttnPixelDecoder
 from ros_seg.models.pixel_decoders.proscale_pixel_decoder import (
     LightPixelEmbedding,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from ros_seg.models.model_config import ConfigError
+from ros_seg.models.strict_config import ConfigError
 from ros_seg.models.registry import build_model, load_model_config
 from ros_seg.train.optimizer import WarmupSchedule, build_optimizer, build_scheduler, parameter_groups
 from ros_seg.train.train_config import SolverConfig, TrainConfig

@@ -2,12 +2,10 @@
 mask-wise merging (Algorithm 1), criterion, training through the real trainer, Segmenter."""
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 import yaml

@@ -19,7 +19,7 @@ from ros_seg.cli import train as train_cli
 from ros_seg.data.synthetic_scenes import write_dataset
 from ros_seg.models.checkpoint import read_checkpoint
 from ros_seg.models.load import load_model
-from ros_seg.models.model_config import ConfigError
+from ros_seg.models.strict_config import ConfigError
 from ros_seg.train.train_config import TrainConfig
 from ros_seg.train.trainer import LAST_CHECKPOINT, LOG_FILE, train
 

@@ -10,11 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ros_seg.models.strict_config import ConfigError, build_dataclass, read_yaml_mapping
 
 
-class ConfigError(ValueError):
-    """A model configuration that cannot be used; the message says what and where."""
 
 
 @dataclass
@@ -106,7 +104,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "ModelConfig":
-        config = _build(cls, data, source, section="")
+        config = build_dataclass(cls, data, source)
         if config.meta_architecture not in META_ARCHITECTURES:
             raise ConfigError(
                 f"'meta_architecture' in {source} must be one of {META_ARCHITECTURES}, got {config.meta_architecture!r}"
@@ -115,47 +113,4 @@ class ModelConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ModelConfig":
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read model config {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"model config {path} is not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"model config {path} must be a YAML mapping, got {type(data).__name__}")
-        return cls.from_dict(data, source=str(path))
-
-
-def _build(cls: type, data: Any, source: str, section: str) -> Any:
-    where = f"section '{section}' of {source}" if section else source
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(fields)}")
-    kwargs = {}
-    for name, value in data.items():
-        default = getattr(cls(), name)
-        key = f"{section}.{name}" if section else name
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value, source, key)
-        else:
-            kwargs[name] = _coerce(value, default, key, source)
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
-    expected = type(default)
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is list and isinstance(value, list) and default and all(type(v) is int for v in default):
-        if not all(type(v) is int for v in value):
-            raise ConfigError(f"'{key}' in {source} must be a list of integers, got {value!r}")
-        return value
-    if expected is list and isinstance(value, list):
-        return [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ConfigError(f"'{key}' in {source} must be {expected.__name__}, got {value!r}")
-    return value
+        return cls.from_dict(read_yaml_mapping(path, "model config"), source=str(path))

@@ -8,15 +8,12 @@ which are the Mask2Former / PEM recipe where it has one.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from ros_seg.models.model_config import ConfigError
+from ros_seg.models.strict_config import ConfigError, build_dataclass, read_yaml_mapping
 
 SCHEDULES = ("cosine", "poly")
 TASKS = ("panoptic", "semantic")
@@ -103,61 +100,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "TrainConfig":
-        config = _build(cls, data, source, section="")
+        config = build_dataclass(cls, data, source)
         _validate(config, source)
         return config
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read training config {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"training config {path} is not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"training config {path} must be a YAML mapping, got {type(data).__name__}")
-        return cls.from_dict(data, source=str(path))
-
-
-def _build(cls: type, data: Any, source: str, section: str) -> Any:
-    """Instance of dataclass `cls` from a mapping, every key and value checked against the field types."""
-    where = f"section '{section}' of {source}" if section else source
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(names)}")
-    kwargs = {}
-    for name, value in data.items():
-        key = f"{section}.{name}" if section else name
-        if dataclasses.is_dataclass(hints[name]):
-            kwargs[name] = _build(hints[name], value, source, key)
-        else:
-            kwargs[name] = _coerce(value, hints[name], key, source)
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
-    """`value` checked against a field type: int, float, bool, str, list[T] or `T | None`."""
-    args = typing.get_args(annotation)
-    if isinstance(annotation, types.UnionType) and type(None) in args:
-        if value is None:
-            return None
-        annotation = next(a for a in args if a is not type(None))
-        args = typing.get_args(annotation)
-    if typing.get_origin(annotation) is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"'{key}' in {source} must be a list, got {value!r}")
-        return [_coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
-        raise ConfigError(f"'{key}' in {source} must be {annotation.__name__}, got {value!r}")
-    return value
+        return cls.from_dict(read_yaml_mapping(path, "training config"), source=str(path))
 
 
 def _validate(config: TrainConfig, source: str) -> None:

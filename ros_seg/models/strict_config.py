@@ -1,0 +1,72 @@
+"""Strict YAML configuration: mappings turned into typed dataclasses, every key and value checked.
+
+Shared by model configs (config/models/) and training configs (config/train/):
+an unknown key, or a value of the wrong type, is an error naming the key, its
+section and the file, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message says what and where."""
+
+
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """The top-level mapping of a YAML file; `what` names the file's role in errors."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def build_dataclass(cls: type, data: Any, source: str, section: str = "") -> Any:
+    """Instance of dataclass `cls` from a mapping, every key and value checked against the field types."""
+    where = f"section '{section}' of {source}" if section else source
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{section}.{name}" if section else name
+        if dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = build_dataclass(hints[name], value, source, key)
+        else:
+            kwargs[name] = _coerce(value, hints[name], key, source)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
+    """`value` checked against a field type: int, float, bool, str, list[T] or `T | None`."""
+    args = typing.get_args(annotation)
+    if isinstance(annotation, types.UnionType) and type(None) in args:
+        if value is None:
+            return None
+        annotation = next(a for a in args if a is not type(None))
+        args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"'{key}' in {source} must be a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
+        raise ConfigError(f"'{key}' in {source} must be {annotation.__name__}, got {value!r}")
+    return value
