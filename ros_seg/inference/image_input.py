@@ -1,6 +1,8 @@
 """Checking camera images and turning them into RGB tensors on the model's device."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -47,6 +49,9 @@ def image_to_tensor(image: np.ndarray, encoding: str, device: torch.device) -> t
     The uint8 data crosses to the device once; channel order and type change there.
     """
     order = ENCODINGS[encoding][1]
-    pixels = torch.from_numpy(np.ascontiguousarray(image)).to(device, non_blocking=True)  # (H, W, C) uint8
+    with warnings.catch_warnings():
+        # Read-only buffers (ROS messages, bag frames) are fine: the tensor is only read, never written.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(device, non_blocking=True)  # (H, W, C) uint8
     rgb = pixels[:, :, list(order)]  # (H, W, 3)
     return rgb.permute(2, 0, 1).unsqueeze(0).float()  # (1, 3, H, W)
