@@ -12,7 +12,9 @@ import logging
 import os
 import sys
 
-COMMANDS = ("describe", "segment", "synth", "train", "eval", "metrics", "make-bag", "replay", "export", "bench", "convert")
+COMMANDS = (
+    "describe", "segment", "synth", "train", "eval", "metrics", "make-bag", "replay", "export", "bench", "convert", "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
