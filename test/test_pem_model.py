@@ -99,8 +99,8 @@ def test_pem_cross_attention_matches_naive_formula() -> None:
 def test_prototype_is_the_only_visible_token() -> None:
     """With one visible token per query, each head's prototype is that token, whatever the similarity."""
     layer = PEMCrossAttention(dim=8, num_heads=2)
-    memory = torch.randn(1, 6, 8)
-    query = torch.randn(1, 3, 8)
+    memory = F.normalize(torch.randn(1, 6, 8), dim=-1)  # the layer normalizes both before this step
+    query = F.normalize(torch.randn(1, 3, 8), dim=-1)
     visible = torch.zeros(1, 3, 6, dtype=torch.bool)
     chosen = [4, 0, 2]
     for q, n in enumerate(chosen):
@@ -108,6 +108,8 @@ def test_prototype_is_the_only_visible_token() -> None:
     protos = layer.prototypes(memory, query, visible)
     for q, n in enumerate(chosen):
         torch.testing.assert_close(protos[0, q], memory[0, n])
+    visible[0, 1] = False  # a query that sees nothing takes token 0, as argmax over all -inf does
+    torch.testing.assert_close(layer.prototypes(memory, query, visible)[0, 1], memory[0, 0])
 
 
 def _manual_masked_attention(layer: MaskedCrossAttention, query, feats, mask_logits, pos, query_pos):

@@ -73,16 +73,25 @@ class PEMCrossAttention(nn.Module):
     def prototypes(
         self, memory: torch.Tensor, query: torch.Tensor, visible: torch.Tensor | None
     ) -> torch.Tensor:
-        """Most similar visible token per head: (B, N, C), (B, Q, C), (B, Q, N) -> (B, Q, C)."""
+        """Most similar visible token per head: (B, N, C), (B, Q, C), (B, Q, N) -> (B, Q, C).
+
+        Both inputs are L2-normalized over C, so a head's similarity lies in [-1, 1]:
+        hidden tokens are pushed out of reach by subtracting 4 (one broadcast add,
+        much cheaper than filling -inf). A query that sees no token takes token 0,
+        as argmax over an all -inf row does in the authors' code.
+        """
         b, n, c = memory.shape
         q = query.shape[1]
         h, d = self.num_heads, c // self.num_heads
         mem = memory.view(b, n, h, d).transpose(1, 2)  # (B, h, N, d)
         qry = query.view(b, q, h, d).transpose(1, 2)  # (B, h, Q, d)
-        sim = qry @ mem.transpose(2, 3)  # (B, h, Q, N)
-        if visible is not None:
-            sim.masked_fill_(~visible[:, None], float("-inf"))
-        index = sim.argmax(dim=3)  # (B, h, Q)
+        with torch.no_grad():  # only the argmax is used: no graph through the similarities
+            sim = qry @ mem.transpose(2, 3)  # (B, h, Q, N)
+            if visible is not None:
+                sim.add_((~visible[:, None]).to(sim.dtype), alpha=-4.0)
+            index = sim.argmax(dim=3)  # (B, h, Q)
+            if visible is not None:
+                index.masked_fill_(~visible.any(dim=2)[:, None], 0)
         proto = mem.gather(2, index[..., None].expand(-1, -1, -1, d))  # (B, h, Q, d)
         return proto.transpose(1, 2).reshape(b, q, c)
 
