@@ -53,5 +53,9 @@ def image_to_tensor(image: np.ndarray, encoding: str, device: torch.device) -> t
         # Read-only buffers (ROS messages, bag frames) are fine: the tensor is only read, never written.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         pixels = torch.from_numpy(np.ascontiguousarray(image)).to(device, non_blocking=True)  # (H, W, C) uint8
-    rgb = pixels[:, :, list(order)]  # (H, W, 3)
-    return rgb.permute(2, 0, 1).unsqueeze(0).float()  # (1, 3, H, W)
+    chw = pixels.permute(2, 0, 1)  # (C, H, W) view
+    if order != (0, 1, 2) or chw.shape[0] != 3:
+        chw = chw[list(order)]  # (3, H, W): BGR -> RGB, alpha dropped, mono repeated
+    out = torch.empty((1, 3, *chw.shape[1:]), dtype=torch.float32, device=device)
+    out[0].copy_(chw)  # one pass: reorder, convert to float and make contiguous
+    return out
