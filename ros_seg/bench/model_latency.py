@@ -10,6 +10,9 @@ import torch
 from ros_seg.bench.machine import machine_info
 from ros_seg.bench.timing import latency_stats, time_once
 from ros_seg.inference.segmenter import Segmenter
+from ros_seg.models.complexity import count_gmacs, count_parameters
+from ros_seg.models.model_config import ModelConfig
+from ros_seg.models.registry import build_model
 
 STAGES = ("preprocess", "infer", "postprocess")
 
@@ -94,9 +97,19 @@ def bench_model(
     for i in range(warmup + repeats):
         timer.run(record=i >= warmup)
     result = timer.summary(weights, repeats)
+    result.update(model_complexity(seg.config, size))
     result["load_average"] = {"before": load_before, "after": _load_average()}
     result["machine"] = machine_info(seg.device)
     return result
+
+
+def model_complexity(config: ModelConfig, size: tuple[int, int]) -> dict:
+    """Parameters and the GMACs ros_seg's inference runs at `size` (counted on the meta device)."""
+    model, _ = build_model(config)
+    return {
+        "params": count_parameters(model),
+        "gmacs_inference": round(count_gmacs(model, size, all_predictions=False)["total"], 2),
+    }
 
 
 def compare_backends(
