@@ -84,3 +84,12 @@ def test_console_script_runs() -> None:
     """`ros-seg` as installed by the package (python -m form works without the entry point)."""
     done = subprocess.run([sys.executable, "-m", "ros_seg.cli", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "describe" in done.stdout
+
+
+def test_bench_training_reports_speed_and_loader_share(tmp_path: Path) -> None:
+    dest = tmp_path / "train.json"
+    assert main(["bench", "--op", "train", "--size", "64x128", "--warmup", "1", "--repeats", "2",
+                 "--json", str(dest)]) == 0
+    out = json.loads(dest.read_text())
+    assert out["op"] == "train" and out["batch_size"] == 2 and out["iterations_timed"] == 2
+    assert out["iterations_per_s"] > 0 and 0 <= out["loader_share"] < 1

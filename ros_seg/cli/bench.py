@@ -9,7 +9,7 @@ import torch
 from ros_seg.cli.arguments import add_json_argument, image_size, write_json
 from ros_seg.inference.segmenter import BACKENDS
 
-OPS = ("deform_conv2d", "cross_attention", "encoders")
+OPS = ("deform_conv2d", "cross_attention", "encoders", "train")
 
 
 def backend_list(text: str) -> list[str]:
@@ -33,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(process peak RSS on CPU, peak allocated on GPU). With --op, micro-benchmark an operator "
         "instead: deform_conv2d vs a plain conv of the same shape, or PEM cross-attention vs "
         "masked cross-attention at the token counts of 1024x2048 feature maps, or the encoders (pixel "
-        "decoders) of m2f_r50 and proscale_r50_111/222/333 on the same backbone features at --size. "
+        "decoders) of m2f_r50 and proscale_r50_111/222/333 on the same backbone features at --size, or "
+        "training (--op train: iterations/s of pem_stdc1 at --size crops, batch 2, on generated scenes, and "
+        "the share of each step spent waiting for data). "
         "Results include the machine; "
         "write them under benchmarks/ with --json. With --compare-backends the model runs on each "
         "backend in turn in this one process, and the result holds each run and the speedups over the first.",
@@ -79,6 +81,12 @@ def run(args: argparse.Namespace) -> int:
         from ros_seg.bench.cross_attention_speed import bench_cross_attention
 
         result = bench_cross_attention(device=args.device, warmup=args.warmup, repeats=args.repeats)
+    elif args.op == "train":
+        from ros_seg.bench.train_speed import bench_training
+
+        result = bench_training(
+            "pem_stdc1", args.size, device=args.device, warmup=args.warmup, repeats=args.repeats
+        )
     elif args.op == "encoders":
         from ros_seg.bench.encoder_speed import bench_encoders
 
