@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "segment",
         help="segment an image file or a generated street scene",
         description="Run a model on one image and write input.png, semantic.png (class colors), "
-        "panoptic.png (instances shaded), overlay.png, semantic_ids.png (train ids, 255 unlabeled), "
+        "panoptic.png (instances shaded), overlay.png, grid.png (the four, 2x2), semantic_ids.png (train ids), "
         "panoptic_ids.png (16-bit segment ids) and segments.json to --out.",
     )
     src = p.add_mutually_exclusive_group(required=True)
@@ -58,12 +58,16 @@ def run(args: argparse.Namespace) -> int:
     classes = {s.id: s.class_id for s in result.segments}
     semantic_rgb = colorize_semantic(result.semantic, seg.metadata)
     panoptic_rgb = colorize_panoptic(result.panoptic, classes, seg.metadata)
-    for name, rgb in (
-        ("input", image),
-        ("semantic", semantic_rgb),
-        ("panoptic", panoptic_rgb),
-        ("overlay", blend(image, panoptic_rgb, args.alpha)),
-    ):
+    views = {
+        "input": image,
+        "semantic": semantic_rgb,
+        "panoptic": panoptic_rgb,
+        "overlay": blend(image, panoptic_rgb, args.alpha),
+    }
+    views["grid"] = np.vstack(
+        [np.hstack([views["input"], views["semantic"]]), np.hstack([views["panoptic"], views["overlay"]])]
+    )
+    for name, rgb in views.items():
         cv2.imwrite(str(out / f"{name}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     cv2.imwrite(str(out / "semantic_ids.png"), result.semantic)
     cv2.imwrite(str(out / "panoptic_ids.png"), result.panoptic.clip(0, 65535).astype(np.uint16))
@@ -92,5 +96,5 @@ def run(args: argparse.Namespace) -> int:
         f"{seg.model_name} on {seg.device}: {image.shape[1]}x{image.shape[0]} image, {len(result.segments)} segments, "
         f"{t['preprocess'] + t['infer'] + t['postprocess']:.0f} ms (model {t['infer']:.0f} ms)"
     )
-    print(f"wrote {out}/: input.png semantic.png panoptic.png overlay.png semantic_ids.png panoptic_ids.png segments.json")
+    print(f"wrote {out}/: input, semantic, panoptic, overlay, grid, semantic_ids, panoptic_ids (.png), segments.json")
     return 0
