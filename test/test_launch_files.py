@@ -87,7 +87,10 @@ def share_paths(path: Path) -> list[str]:
 
 
 def test_launch_files_exist() -> None:
-    assert {p.name for p in LAUNCH_FILES} >= {"pem.launch.py", "segmentation.launch.py", "multi_camera.launch.py"}
+    assert {p.name for p in LAUNCH_FILES} >= {
+        "pem.launch.py", "segmentation.launch.py", "multi_camera.launch.py", "proscale.launch.py",
+        "panoptic_segformer.launch.py", "replay_eval.launch.py",
+    }
 
 
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
@@ -132,6 +135,15 @@ def test_pem_launch_arguments() -> None:
         arguments = declared_arguments(included) | arguments
     assert PEM_ARGUMENTS <= set(arguments)
     assert arguments["model"] == "pem_stdc1"
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_default_models_exist(path: Path) -> None:
+    from ros_seg.models.registry import model_names
+
+    default = declared_arguments(path).get("model")
+    if default is not None:
+        assert default in model_names(), f"{path.name}: default model {default!r} has no config"
 
 
 def test_node_executable_exists_and_is_installed() -> None:
