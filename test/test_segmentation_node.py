@@ -441,3 +441,24 @@ def test_signal_shuts_the_node_down_cleanly(tmp_path: Path, sig: int) -> None:
         time.sleep(0.1)
     assert stop_node(process, sig) == 0, log.read_text()
     assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize("model", ["proscale_r50_111", "panoptic_segformer_r50"])
+def test_other_architectures_run_in_the_node(client: Client, tmp_path: Path, model: str) -> None:
+    """Mask2Former + PRO-SCALE and Panoptic SegFormer behind the same node contract."""
+    namespace = f"/{model}"
+    process = start_node(namespace, tmp_path / "node.log", *NODE_ARGS, "-p", f"model:={model}")
+    try:
+        for topic in ("semantic", "panoptic", "segments"):
+            client.subscribe(f"{namespace}/{topic}", OUTPUTS[topic])
+        publisher = client.node.create_publisher(Image, f"{namespace}/image", 10)
+        assert client.spin_until(lambda: publisher.get_subscription_count() > 0), (tmp_path / "node.log").read_text()
+        sent = image_msg(random_image("rgb8", seed=3), "rgb8", 500)
+        for _ in range(int(TIMEOUT)):
+            publisher.publish(sent)
+            if client.spin_until(lambda: client.with_stamp(f"{namespace}/segments", stamp_of(sent)), timeout=2.0):
+                break
+        out = client.wait_outputs(namespace, stamp_of(sent), ("semantic", "panoptic", "segments"))
+        check_outputs(out, sent, HEIGHT, WIDTH)
+    finally:
+        assert stop_node(process) == 0, (tmp_path / "node.log").read_text()

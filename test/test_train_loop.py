@@ -209,3 +209,34 @@ def test_train_command_rejects_unknown_config_keys(tmp_path: Path) -> None:
 def test_shipped_training_configs_load(name: str) -> None:
     config = TrainConfig.from_yaml(Path(__file__).resolve().parents[1] / "config" / "train" / f"{name}.yaml")
     assert config.loss.num_points > 0 and config.solver.max_iters > 0
+
+
+# Small Mask2Former (deformable-attention encoder) and PRO-SCALE models on the STDC1 backbone.
+TINY_ENCODER_MODELS = {
+    "m2f": {"name": "msdeformattn", "encoder_layers": 1},
+    "proscale": {"name": "proscale", "proscale_layers": [1, 1, 1], "lpe": True, "trc": True},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(TINY_ENCODER_MODELS))
+def test_loss_falls_for_deformable_encoder_models(workspace: Path, variant: str) -> None:
+    model = {
+        "name": f"{variant}_tiny",
+        "backbone": {"name": "stdc1"},
+        "pixel_decoder": {"conv_dim": 64, "mask_dim": 64, "num_heads": 4, "num_points": 2, "ffn_dim": 128,
+                          **TINY_ENCODER_MODELS[variant]},
+        "transformer_decoder": {"name": "masked", "hidden_dim": 64, "num_queries": 12, "num_heads": 4,
+                                "dim_feedforward": 128, "num_layers": 3, "pre_norm": False,
+                                "cross_attention": "masked"},
+    }
+    (workspace / f"{variant}.yaml").write_text(yaml.safe_dump(model))
+    config = TrainConfig.from_yaml(write_config(
+        workspace, f"fit_{variant}", model=str(workspace / f"{variant}.yaml"),
+        data={"scale_range": [1.0, 1.0], "flip_probability": 0.0, "color_jitter": False},
+        solver={"max_iters": 16, "base_lr": 0.001, "warmup_iters": 0, "warmup_factor": 1.0},
+    ))
+    out = workspace / f"fit_{variant}"
+    train(config, out, device="cpu")
+    losses = [r["loss"] for r in read_log(out) if "loss" in r]
+    assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4, losses
+    assert load_model(weights=out / "model_final.pt").config.pixel_decoder.name == TINY_ENCODER_MODELS[variant]["name"]
