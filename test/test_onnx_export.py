@@ -283,3 +283,18 @@ def test_bench_compares_backends(tmp_path: Path) -> None:
     assert out["speedup"]["onnxruntime"]["model"] > 0 and len(out["load_average"]["before"]) == 3
     with pytest.raises(SystemExit):
         main(["bench", "--model", "pem_stdc1", "--compare-backends", "torch"])
+
+
+@pytest.mark.parametrize("name", ["proscale_r50_111", "panoptic_segformer_r50"])
+def test_onnxruntime_parity_of_deformable_attention_models(name: str, tmp_path: Path) -> None:
+    """PRO-SCALE and Panoptic SegFormer export at a fixed size and match PyTorch under onnxruntime."""
+    torch.manual_seed(0)
+    loaded = load_model(name)
+    path = export_onnx(loaded, tmp_path / f"{name}.onnx", SIZE, dynamic=False)
+    assert onnx.load(path).ir_version <= MAX_IR_VERSION
+    image = _image(SIZE, seed=5)
+    with torch.no_grad():
+        out = loaded.model(image.float(), all_predictions=False)
+    class_logits, mask_logits = _session(path).run(None, {"image": image.numpy()})
+    torch.testing.assert_close(torch.from_numpy(class_logits), out["pred_logits"], atol=1e-3, rtol=0)
+    torch.testing.assert_close(torch.from_numpy(mask_logits), out["pred_masks"], atol=1e-3, rtol=0)
