@@ -205,7 +205,9 @@ def test_train_command_rejects_unknown_config_keys(tmp_path: Path) -> None:
         args.func(args)
 
 
-@pytest.mark.parametrize("name", ["pem_stdc1_synth", "pem_r50_cityscapes"])
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "config" / "train").glob("*.yaml"))
+)
 def test_shipped_training_configs_load(name: str) -> None:
     config = TrainConfig.from_yaml(Path(__file__).resolve().parents[1] / "config" / "train" / f"{name}.yaml")
     assert config.loss.num_points > 0 and config.solver.max_iters > 0
