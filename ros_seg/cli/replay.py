@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from ros_seg.bench.machine import machine_info
 from ros_seg.data.class_metadata import ClassMetadata, class_metadata
 from ros_seg.inference.backends.selection import BACKENDS
 from ros_seg.inference.backends.torch_backend import PRECISIONS
+from ros_seg.inference.segmenter import resolve_device
 from ros_seg.models.checkpoint import read_checkpoint
 from ros_seg.models.registry import load_model_config
 from ros_seg.replay.bag_reader import ReplayBag
@@ -104,7 +106,17 @@ def _check_args(args: argparse.Namespace) -> None:
         raise FileExistsError(f"--record {args.record} exists already: choose a new bag path")
 
 
-def environment(args: argparse.Namespace, bag: ReplayBag, topic: str, device: torch.device | None) -> dict[str, Any]:
+def ros_distro() -> str | None:
+    """The sourced ROS 2 distribution, or the rclpy wheels from PyPI when none is sourced."""
+    if os.environ.get("ROS_DISTRO"):
+        return os.environ["ROS_DISTRO"]
+    try:
+        return f"PyPI wheels (ros-rclpy {importlib.metadata.version('ros-rclpy')})"
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def environment(args: argparse.Namespace, bag: ReplayBag, topic: str, device: torch.device) -> dict[str, Any]:
     """The report's description of machine, software, model and bag."""
     first = next(bag.frames(topic, 1), None)
     height, width = first.decode()[0].shape[:2] if first is not None else (0, 0)
@@ -113,13 +125,13 @@ def environment(args: argparse.Namespace, bag: ReplayBag, topic: str, device: to
         "cpu": info["cpu"],
         "gpu": info.get("gpu"),
         "torch": info["torch"],
-        "ros_distro": os.environ.get("ROS_DISTRO"),
-        "rmw": os.environ.get("RMW_IMPLEMENTATION"),
+        "ros_distro": ros_distro(),
+        "rmw": os.environ.get("RMW_IMPLEMENTATION") or "rmw_fastrtps_cpp (default)",
         "model": args.model,
         "weights": args.weights or "(random)",
         "backend": args.backend,
         "precision": args.precision,
-        "device": str(device) if device is not None else args.device,
+        "device": str(device),
         "input_resolution": f"{height}x{width}",
         "bag": str(args.bag),
         "bag_topic": topic,
@@ -155,7 +167,8 @@ def _live(args: argparse.Namespace, bag: ReplayBag, topic: str, out: Path) -> Re
         log=out / "node.log",
     )
     metadata = model_label_set(args.model, args.weights, args.backend)
-    return replay_live(bag, topic, settings, metadata, environment(args, bag, topic, None),
+    # The node resolves "auto" the same way on this machine.
+    return replay_live(bag, topic, settings, metadata, environment(args, bag, topic, resolve_device(args.device)),
                        max_frames=args.max_frames, progress=sys.stderr.isatty())
 
 
