@@ -84,6 +84,18 @@ def _op_lines(r: dict) -> list[str]:
             f"| {name} | {m['encoder_ms']['p50']:.1f} | {m['ratio']:.2f} |" for name, m in r["models"].items()
         ]
         return lines + [""]
+    if r.get("op") == "train":
+        return [
+            f"Training {r['model']} (`ros-seg bench --op train`): crops {r['crop_size'][0]}x{r['crop_size'][1]}, "
+            f"batch {r['batch_size']}, {r['num_workers']} loader workers: {r['step_s']:.2f} s per iteration "
+            f"({r['iterations_per_s']:.3f} it/s); waiting for data {100 * r['loader_share']:.1f}% of each step.",
+            "",
+        ]
+    if "speedup" in r and "backends" in r:
+        ratios = ", ".join(
+            f"{name} {v['end_to_end']:.2f}x end to end / {v['model']:.2f}x model" for name, v in r["speedup"].items()
+        )
+        return [f"Backends compared in one run ({r['model']}, {r['size'][0]}x{r['size'][1]}): {ratios}.", ""]
     return []
 
 
