@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -31,6 +32,8 @@ from std_msgs.msg import Header
 
 from ros_seg.data.class_metadata import CITYSCAPES
 from ros_seg.inference.image_input import ENCODINGS
+from ros_seg.models.checkpoint import save_checkpoint
+from ros_seg.models.registry import build_model, load_model_config
 from ros_seg.msg import SegmentArray, SegmentationInfo
 from ros_seg.ros.segmentation_node import SegmentationNode, StartupError
 
@@ -134,13 +137,26 @@ def image_msg(pixels: np.ndarray, encoding: str, stamp_sec: int, row_padding: in
                  data=rows.tobytes())
 
 
+def seeded_weights(path: Path) -> Path:
+    """pem_stdc1 with fixed random weights and "no object" made unlikely, so every node of the
+    module gives the same, non-empty segments (each process would otherwise draw its own weights)."""
+    torch.manual_seed(0)
+    config = load_model_config("pem_stdc1")
+    model, metadata = build_model(config)
+    with torch.no_grad():
+        model.transformer_decoder.class_embed.bias[-1] = -10.0
+    save_checkpoint(path, model, config, metadata)
+    return path
+
+
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, subprocess.Popen]]:
     logs = tmp_path_factory.mktemp("node_logs")
+    weights = ("-p", f"weights:={seeded_weights(logs / 'pem_stdc1_seeded.pt')}")
     processes = {
-        "/raw": start_node("/raw", logs / "raw.log", *NODE_ARGS),
+        "/raw": start_node("/raw", logs / "raw.log", *NODE_ARGS, *weights),
         "/small": start_node(
-            "/small", logs / "small.log", *NODE_ARGS, "-p", "use_compressed:=true",
+            "/small", logs / "small.log", *NODE_ARGS, *weights, "-p", "use_compressed:=true",
             "-p", "network_height:=32", "-p", "network_width:=48", "-p", "output_resolution:=network",
             "-p", f"max_rate_hz:={MAX_RATE_HZ}",
         ),
