@@ -19,6 +19,17 @@ def image_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def positive_rate(text: str) -> float:
+    """A frame rate > 0 in Hz."""
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"rate must be a number of frames per second, got {text!r}") from None
+    if not rate > 0:
+        raise argparse.ArgumentTypeError(f"rate must be > 0, got {text!r}")
+    return rate
+
+
 def add_json_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ros_seg.cli.arguments import image_size
+from ros_seg.cli.arguments import image_size, positive_rate
 from ros_seg.replay.bag_types import COMPRESSED_FORMATS
 from ros_seg.replay.bag_writer import (
     GT_PANOPTIC_TOPIC,
@@ -14,17 +14,6 @@ from ros_seg.replay.bag_writer import (
     camera_info_topic,
     write_bag,
 )
-
-
-def positive_rate(text: str) -> float:
-    """A frame rate > 0 in Hz."""
-    try:
-        rate = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"rate must be a number of frames per second, got {text!r}") from None
-    if not rate > 0:
-        raise argparse.ArgumentTypeError(f"rate must be > 0, got {text!r}")
-    return rate
 
 
 def register(sub: argparse._SubParsersAction) -> None:

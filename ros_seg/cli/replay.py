@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ros_seg.bench.machine import machine_info
+from ros_seg.cli.arguments import positive_rate
 from ros_seg.data.class_metadata import ClassMetadata, class_metadata
 from ros_seg.inference.backends.selection import BACKENDS
 from ros_seg.inference.backends.torch_backend import PRECISIONS
@@ -29,12 +30,9 @@ def replay_rate(text: str) -> float | None:
     if text == "max":
         return None
     try:
-        rate = float(text)
-    except ValueError:
+        return positive_rate(text)
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"rate must be a number > 0 or 'max', got {text!r}") from None
-    if not rate > 0:
-        raise argparse.ArgumentTypeError(f"rate must be > 0 or 'max', got {text!r}")
-    return rate
 
 
 def register(sub: argparse._SubParsersAction) -> None:
