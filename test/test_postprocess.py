@@ -140,11 +140,12 @@ def _smooth_logits(n: int, h: int, w: int, seed: int) -> torch.Tensor:
         ((16, 24), (60, 90), (64, 96), (60, 90)),  # cropped padding
         ((16, 24), (60, 90), (64, 96), (133, 201)),  # resized to a larger input size
         ((16, 24), (64, 96), (64, 96), (37, 55)),  # smaller output
+        ((8, 12), (32, 48), (32, 48), (128, 192)),  # 16x: network input smaller than the camera image
     ],
 )
 def test_cell_upsampling_equals_full_resolution(low, valid, padded, out) -> None:
     from ros_seg.inference.cell_upsampling import CellGrid
-    from ros_seg.inference.postprocess import _panoptic_pixels
+    from ros_seg.inference.postprocess import _panoptic_labels
 
     class_logits = torch.randn(12, K + 1) * 3
     masks = _smooth_logits(12, *low, seed=1)
@@ -154,8 +155,14 @@ def test_cell_upsampling_equals_full_resolution(low, valid, padded, out) -> None
 
     scores = torch.rand(12) * 0.5 + 0.5
     grid = CellGrid.create(low, valid, padded, out, torch.device("cpu"))
-    winner, inside, area = _panoptic_pixels(masks, scores, grid)
+    labels, area = _panoptic_labels(masks, scores, grid)
     ref_winner, ref_inside, ref_area = _reference_panoptic_pixels(masks, scores, valid, padded, out)
-    assert (winner == ref_winner).float().mean() > 0.9999
-    assert (inside == ref_inside).float().mean() > 0.9999
+    ref_labels = torch.where(ref_inside, ref_winner + 1, 0)
+    assert (labels.render(torch.int64) == ref_labels).float().mean() > 0.9999
     assert (area - ref_area).abs().max() <= 2
+    # Counts and statistics from cells and boundary pixels equal those of the rendered map.
+    rendered = labels.render(torch.int32)
+    assert labels.counts(13).tolist() == torch.bincount(rendered.flatten().long(), minlength=13).tolist()
+    stats, ref_stats = labels.statistics(13), segment_statistics(rendered, 12)
+    for key, value in ref_stats.items():
+        torch.testing.assert_close(stats[key][1:], value, msg=key)

@@ -17,7 +17,17 @@ import torch
 import torch.nn.functional as F
 
 from ros_seg.data.class_metadata import ClassMetadata
-from ros_seg.inference.cell_upsampling import CellGrid, chunks, sample_channels, upsampled_argmax
+from ros_seg.inference.cell_upsampling import (
+    CellGrid,
+    CellLabels,
+    argmax_first,
+    cat_or_empty,
+    chunks,
+    group_blocks,
+    pair_groups,
+    undecided_pairs,
+    upsampled_argmax,
+)
 
 
 @dataclass
@@ -27,6 +37,8 @@ class PanopticOutput:
     panoptic: torch.Tensor
     classes: torch.Tensor  # (S,) int64 class ids
     scores: torch.Tensor  # (S,) float
+    # segment_statistics of the map, when the merge already computed them
+    statistics: dict[str, torch.Tensor] | None = None
 
 
 def resize_valid_region(
@@ -70,62 +82,62 @@ def semantic_inference(
     padded_size: tuple[int, int],
     out_size: tuple[int, int],
 ) -> torch.Tensor:
-    """(Q, K+1), (Q, h, w) -> (H, W) int64 class ids (argmax of the resized class score maps)."""
+    """(Q, K+1), (Q, h, w) -> (H, W) class ids (argmax of the resized class score maps);
+    uint8 when K <= 255, else int64."""
     scores = semantic_scores(class_logits, mask_logits)
     grid = CellGrid.create(tuple(scores.shape[-2:]), valid_size, padded_size, out_size, scores.device)
-    return upsampled_argmax(scores, grid)
+    labels = upsampled_argmax(scores, grid)
+    return labels.render(labels.cell.dtype)
 
 
-# Bound on per-pixel x per-query values interpolated at once (memory of the boundary work).
-_MAX_SAMPLES = 1 << 22
+def _panoptic_labels(logits: torch.Tensor, scores: torch.Tensor, grid: CellGrid) -> tuple[CellLabels, torch.Tensor]:
+    """Per output pixel: 1 + the query winning it, where that query's own mask (logit >= 0) covers it,
+    else 0; and each query's own mask area.
 
-
-def _panoptic_pixels(
-    logits: torch.Tensor, scores: torch.Tensor, grid: CellGrid
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Winning query, its mask >= 0.5, and each query's own mask area, at output resolution.
-
-    logits (N, h, w) kept queries' mask logits, scores (N,). A pixel's value for
-    query q is scores[q] * sigmoid(logit_q), its logit bilinear in the cell's
-    corners: where the best lower bound over the corners beats every other
-    query's upper bound, and the winner's logit has one sign at all corners,
-    the cell is decided without interpolation.
+    logits (N, h, w) kept queries' low-res mask logits, scores (N,). A pixel's value for
+    query q is scores[q] * sigmoid(logit_q), monotone in the logit, so each
+    query's value in a cell lies between its values at the cell's lowest and
+    highest corner logits: queries whose best cannot reach another's worst drop
+    out, and a cell with one query left whose logit has one sign at all corners
+    is decided whole.
     """
     n = logits.shape[0]
-    c = grid.corners(logits)
-    low = torch.minimum(torch.minimum(c[0], c[1]), torch.minimum(c[2], c[3]))  # (N, h, w)
-    high = torch.maximum(torch.maximum(c[0], c[1]), torch.maximum(c[2], c[3]))
+    corners = grid.low_corners(logits)
+    low = torch.minimum(torch.minimum(corners[0], corners[1]), torch.minimum(corners[2], corners[3]))  # (N, h, w)
+    high = torch.maximum(torch.maximum(corners[0], corners[1]), torch.maximum(corners[2], corners[3]))
     weight = scores[:, None, None]
-    best_low, best = (weight * low.sigmoid()).max(0)  # (h, w)
-    if n > 1:
-        top_value, top_index = (weight * high.sigmoid()).topk(2, dim=0)
-        rival = torch.where(top_index[0] == best, top_value[1], top_value[0])
-    else:
-        rival = torch.full_like(best_low, -1.0)
+    floor, best = (weight * low.sigmoid()).max(0)  # (h, w)
+    candidates = weight * high.sigmoid() >= floor[None]
     best_lowest = low.gather(0, best[None])[0]
     best_highest = high.gather(0, best[None])[0]
-    decided = (best_low > rival) & ((best_lowest >= 0) | (best_highest < 0))
-    winner = grid.to_pixels(best.to(torch.uint8) if n <= 255 else best).long()
-    inside = grid.to_pixels(best_lowest >= 0)
-    py, px = torch.nonzero(~grid.to_pixels(decided), as_tuple=True)
-    for part in chunks(py.numel(), _MAX_SAMPLES // n):
-        values = grid.sample(logits, py[part], px[part])  # (N, M)
-        win = (scores[:, None] * values.sigmoid()).argmax(0)
-        winner[py[part], px[part]] = win
-        inside[py[part], px[part]] = values.gather(0, win[None])[0] >= 0
+    one_sign = (best_lowest >= 0) | (best_highest < 0)
+    decided = grid.expand((candidates.sum(0) == 1) & one_sign)
+    cell_label = grid.expand(torch.where(best_lowest >= 0, best + 1, torch.zeros_like(best)).to(torch.int32))
 
-    # Each query's own mask area (logit >= 0): whole cells where all corners are >= 0,
-    # plus the pixels of cells whose corners have both signs.
-    per_cell = grid.row_count[:, None].float() * grid.col_count[None, :].float()  # (h, w)
-    area = torch.einsum("nhw,hw->n", (low >= 0).float(), per_cell).round().long()
-    q, ci, cj = torch.nonzero((low < 0) & (high >= 0), as_tuple=True)
-    cells_per_chunk = max(1, _MAX_SAMPLES // max(1, int(per_cell.max())))
-    for part in chunks(q.numel(), cells_per_chunk):
-        py, px, owner = grid.pixels_in_cells(ci[part], cj[part])
-        query = q[part][owner]
-        positive = sample_channels(logits, grid, query, py, px) >= 0
-        area += torch.bincount(query[positive], minlength=n)
-    return winner, inside, area
+    cell_i, cell_j, owner, query = undecided_pairs(grid, candidates, ~decided)
+    indices, values = [], []
+    for cells, pairs in pair_groups(owner, cell_i.numel(), grid):
+        q, ci, cj = query[pairs], cell_i[cells], cell_j[cells]
+        block = group_blocks(grid, corners, q, ci, cj)  # (G, c, R, C) logits
+        best = argmax_first(scores[q][:, :, None, None] * block.sigmoid())  # (G, R, C)
+        winner = q.gather(1, best.flatten(1)).view_as(best)
+        inside = block.gather(1, best[:, None])[:, 0] >= 0
+        index, valid = grid.block_pixels(ci, cj)
+        indices.append(index[valid])
+        values.append(torch.where(inside, winner + 1, torch.zeros_like(winner))[valid].to(torch.int32))
+    labels = CellLabels(grid, cell_label, decided, cat_or_empty(indices, torch.long, logits.device),
+                        cat_or_empty(values, torch.int32, logits.device))
+
+    # Each query's own mask area (logit >= 0): whole cells whose corners are all >= 0, plus the
+    # counted pixels of cells whose corners have both signs.
+    area = torch.einsum("nhw,hw->n", (low >= 0).double(), grid.low_pixels.double()).round().long()
+    q, ci, cj = torch.nonzero(grid.expand((low < 0) & (high >= 0)), as_tuple=True)
+    for part in chunks(q.numel(), grid.pairs_per_chunk()):
+        block = grid.block_values(grid.pair_corners(corners, q[part], ci[part], cj[part]), ci[part], cj[part])
+        _, valid = grid.block_pixels(ci[part], cj[part])
+        area += torch.bincount(q[part], weights=((block >= 0) & valid).flatten(1).sum(1).double(),
+                               minlength=n).long()
+    return labels, area
 
 
 def panoptic_inference(
@@ -145,24 +157,20 @@ def panoptic_inference(
     score x sigmoid(mask); a query's segment is the pixels it wins where its own
     sigmoid >= 0.5, dropped when that is less than `overlap_threshold` of its
     whole mask (sigmoid >= 0.5); segments of one stuff class merge into one.
+    The segments' statistics come with the map.
     """
     device = mask_logits.device
     num_classes = class_logits.shape[-1] - 1
     scores, labels = class_logits.float().softmax(-1).max(-1)  # (Q,), (Q,)
     keep = (labels != num_classes) & (scores > object_mask_threshold)
-    empty = PanopticOutput(
-        panoptic=torch.zeros(out_size, dtype=torch.int32, device=device),
-        classes=torch.zeros(0, dtype=torch.int64, device=device),
-        scores=torch.zeros(0, device=device),
-    )
     if not bool(keep.any()):
-        return empty
+        return _empty_panoptic(out_size, device)
     scores, labels = scores[keep], labels[keep]
     logits = mask_logits[keep].float()  # (N, h, w)
     grid = CellGrid.create(tuple(logits.shape[-2:]), valid_size, padded_size, out_size, device)
-    winner, inside, original_area = _panoptic_pixels(logits, scores, grid)  # (H, W), (H, W), (N,)
+    pixel_labels, original_area = _panoptic_labels(logits, scores, grid)
     n = scores.shape[0]
-    mask_area = torch.bincount(winner[inside], minlength=n)  # (N,)
+    mask_area = pixel_labels.counts(n + 1)[1:]  # (N,)
 
     # Small per-query decisions: on the host, a few hundred scalars at most.
     mask_area_h, original_area_h = mask_area.tolist(), original_area.tolist()
@@ -186,13 +194,23 @@ def panoptic_inference(
         if not metadata.is_thing[cls]:
             stuff_segment[cls] = len(seg_classes)
     if not seg_classes:
-        return empty
-    lut = torch.tensor(query_to_segment, dtype=torch.int32, device=device)
-    panoptic = torch.where(inside, lut[winner], torch.zeros((), dtype=torch.int32, device=device))
+        return _empty_panoptic(out_size, device)
+    lut = torch.tensor([0] + query_to_segment, dtype=torch.int32, device=device)
+    segments = pixel_labels.map(lut)
+    stats = segments.statistics(len(seg_classes) + 1)
     return PanopticOutput(
-        panoptic=panoptic,
+        panoptic=segments.render(torch.int32),
         classes=torch.tensor(seg_classes, dtype=torch.int64, device=device),
         scores=torch.tensor(seg_scores, dtype=torch.float32, device=device),
+        statistics={k: v[1:] for k, v in stats.items()},
+    )
+
+
+def _empty_panoptic(out_size: tuple[int, int], device: torch.device) -> PanopticOutput:
+    return PanopticOutput(
+        panoptic=torch.zeros(out_size, dtype=torch.int32, device=device),
+        classes=torch.zeros(0, dtype=torch.int64, device=device),
+        scores=torch.zeros(0, device=device),
     )
 
 

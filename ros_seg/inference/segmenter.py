@@ -176,7 +176,7 @@ class Segmenter:
                 self.object_mask_threshold,
                 self.overlap_threshold,
             )
-        stats = segment_statistics(pan.panoptic, len(pan.classes))
+        stats = pan.statistics if pan.statistics is not None else segment_statistics(pan.panoptic, len(pan.classes))
         sem_dtype = torch.uint8 if meta.num_classes <= 255 else torch.int32
         semantic_np = semantic.to(sem_dtype).cpu().numpy()
         if sem_dtype == torch.int32:
