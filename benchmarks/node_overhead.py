@@ -1,11 +1,16 @@
 """Node overhead: publish-to-receipt of every output, minus the model's own time.
 
-    source scripts/env.sh && python benchmarks/node_overhead.py [--frames 10] [--size 1024x2048]
+    source scripts/env.sh && python benchmarks/node_overhead.py [--frames 10] [--size 1024x2048] \
+        [--network-size 512x1024] [--weights models/pem_stdc1_synth.pt]
 
-The segmentation node (pem_stdc1, random weights, CPU) runs in this process
-on its own executor thread, as rclpy nodes are often composed; a client node
-publishes one rgb8 frame at a time and waits for `semantic`, `panoptic`,
-`segments` (and `overlay`, in the second pass) carrying its stamp. Per frame:
+The segmentation node (pem_stdc1 with the demo checkpoint by default, CPU) runs
+in this process on its own executor thread, as rclpy nodes are often composed;
+a client node publishes one rgb8 frame at a time — a synthetic street scene
+(`ros-seg synth`'s renderer) of the input size, so that a trained model sees
+what it was trained on — and waits for `semantic`, `panoptic`, `segments` (and
+`overlay`, in the second pass) carrying its stamp. With --network-size the node
+resizes images to that size before the network and its maps back to the input
+size (node parameters network_height/network_width). Per frame:
 
     end to end    = receipt of the last output - publish
     overhead      = end to end - model inference (the Segmenter's `infer`)
@@ -13,7 +18,9 @@ publishes one rgb8 frame at a time and waits for `semantic`, `panoptic`,
 
 It also times building the input Image message two ways: through the
 constructor with bytes, and the copy-once path of image_conversion.array_to_image.
-Results: benchmarks/results/node_overhead.{json,md}.
+Results: benchmarks/results/node_overhead_net<H>x<W>.{json,md} (network size).
+Random weights (--weights none) give noise-like masks whose boundaries are
+everywhere: the worst case of post-processing, not what a deployed model does.
 """
 from __future__ import annotations
 
@@ -35,11 +42,13 @@ from std_msgs.msg import Header
 
 from ros_seg.bench.machine import machine_info
 from ros_seg.bench.timing import latency_stats
+from ros_seg.data.synthetic_scenes import synthesize_drive
 from ros_seg.msg import SegmentArray
 from ros_seg.ros.image_conversion import array_to_image
 from ros_seg.ros.segmentation_node import SegmentationNode
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "pem_stdc1_synth.pt"
 TIMEOUT_S = 120.0
 
 
@@ -124,7 +133,8 @@ def markdown(result: dict) -> str:
         "",
         f"Machine: {m['cpu']}, {m['cpu_cores']} cores, {m['torch_threads']} torch threads; torch {m['torch']}, "
         f"Python {m['python']}, {m['os']}. Input {result['size'][0]}x{result['size'][1]} rgb8, "
-        f"{result['model']} on {result['device']}, {result['frames']} frames per pass (p50 / p95 ms); "
+        f"{result['model']} ({result['weights']}) at network size {result['network_size'][0]}x"
+        f"{result['network_size'][1]} on {result['device']}, {result['frames']} frames per pass (p50 / p95 ms); "
         f"load average before / after: {result['load_average'][0]:.1f} / {result['load_average'][1]:.1f}.",
         "",
         "overhead = end to end - model inference; node overhead = end to end - whole Segmenter "
@@ -153,18 +163,25 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=10, help="timed frames per pass")
     parser.add_argument("--warmup", type=int, default=2, help="untimed frames first")
     parser.add_argument("--size", default="1024x2048", help="input HxW")
+    parser.add_argument("--network-size", default=None, help="HxW the node resizes to (default: the input size)")
     parser.add_argument("--model", default="pem_stdc1")
+    parser.add_argument("--weights", default=str(DEMO_WEIGHTS), help="checkpoint, or 'none' for random weights")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ.setdefault("ROS_DOMAIN_ID", str(20 + os.getpid() % 80))
     height, width = (int(v) for v in args.size.split("x"))
-    pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    net_h, net_w = (int(v) for v in (args.network_size or args.size).split("x"))
+    pixels = synthesize_drive(np.random.default_rng(5), (height, width)).render(0).image
 
     load_before = os.getloadavg()[0]
     rclpy.init()
-    node = SegmentationNode(parameter_overrides=[Parameter("device", value="cpu"),
-                                                 Parameter("model", value=args.model)])
+    overrides = [Parameter("device", value="cpu"), Parameter("model", value=args.model)]
+    if args.weights != "none":
+        overrides.append(Parameter("weights", value=args.weights))
+    if args.network_size:
+        overrides += [Parameter("network_height", value=net_h), Parameter("network_width", value=net_w)]
+    node = SegmentationNode(parameter_overrides=overrides)
     node_executor = SingleThreadedExecutor()
     node_executor.add_node(node)
     spinner = threading.Thread(target=node_executor.spin, daemon=True)
@@ -181,10 +198,14 @@ def main() -> None:
     client.destroy_node()
     rclpy.shutdown()
 
+    command = f"python benchmarks/node_overhead.py --frames {args.frames} --size {args.size} --model {args.model}"
+    command += f" --weights {args.weights}" + (f" --network-size {args.network_size}" if args.network_size else "")
     result = {
         "benchmark": "node_overhead",
-        "command": f"python benchmarks/node_overhead.py --frames {args.frames} --size {args.size} --model {args.model}",
+        "command": command,
         "model": args.model,
+        "weights": args.weights,
+        "network_size": [net_h, net_w],
         "device": "cpu",
         "size": [height, width],
         "frames": args.frames,
@@ -194,8 +215,9 @@ def main() -> None:
         "machine": machine_info(torch.device("cpu")),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "node_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "node_overhead.md").write_text(markdown(result))
+    stem = f"node_overhead_net{net_h}x{net_w}" + ("_random_weights" if args.weights == "none" else "")
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(result))
     print(markdown(result))
 
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
-from ros_seg.inference.image_input import ImageError
+from ros_seg.inference.image_input import ImageError, image_to_tensor
 from ros_seg.inference.segmenter import Segmenter, resolve_device
 
 
@@ -56,6 +58,26 @@ def test_network_input_size_and_output_resolution(image: np.ndarray) -> None:
     assert r.semantic.shape == (64, 96) and r.panoptic.shape == (64, 96)
     seg_in = Segmenter("pem_stdc1", device="cpu", input_size=(64, 96))
     assert seg_in.segment(image).semantic.shape == (70, 90)
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8"])
+def test_resize_on_uint8_matches_float_resize(image: np.ndarray, encoding: str) -> None:
+    """The CPU path resizes the 8-bit pixels; within one grey level of resizing the float image."""
+    pixels = {
+        "rgb8": image,
+        "bgr8": image[:, :, ::-1],
+        "rgba8": np.dstack([image, np.full(image.shape[:2], 7, np.uint8)]),
+        "bgra8": np.dstack([image[:, :, ::-1], np.zeros(image.shape[:2], np.uint8)]),
+        "mono8": image[:, :, :1],
+    }[encoding]
+    full = image_to_tensor(pixels, encoding, torch.device("cpu"))
+    assert full.shape == (1, 3, 70, 90)
+    for size in ((35, 45), (64, 96), (101, 130)):
+        ours = image_to_tensor(pixels, encoding, torch.device("cpu"), size)
+        ref = F.interpolate(full, size=size, mode="bilinear", align_corners=False, antialias=True)
+        assert ours.shape == (1, 3, *size) and ours.dtype == torch.float32
+        assert (ours - ref).abs().max() <= 1.0
+    assert torch.equal(image_to_tensor(pixels, encoding, torch.device("cpu"), (70, 90)), full)
 
 
 @pytest.mark.parametrize(

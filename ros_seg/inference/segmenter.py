@@ -24,7 +24,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ros_seg.data.class_metadata import ClassMetadata
 from ros_seg.inference.backends.selection import BACKENDS, open_backend
@@ -128,10 +127,8 @@ class Segmenter:
         """Segment one (H, W, C) uint8 image given in `encoding` (rgb8, bgr8, rgba8, bgra8, mono8)."""
         image = check_image(image, encoding)
         t0 = time.perf_counter()
-        x = image_to_tensor(image, encoding, self.device)  # (1, 3, H, W)
+        x = image_to_tensor(image, encoding, self.device, self.input_size)  # (1, 3, H', W')
         in_size = (image.shape[0], image.shape[1])
-        if self.input_size is not None and self.input_size != in_size:
-            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
         net_size = (x.shape[2], x.shape[3])
         d = self.size_divisibility
         padded = (-(-net_size[0] // d) * d, -(-net_size[1] // d) * d)
