@@ -289,6 +289,21 @@ def _good_arguments() -> dict[str, Tensor]:
     return _random_case(torch.Generator().manual_seed(5), 2, 4, 6, (5, 6), (3, 3), 1, 1, 1, 2, 2)
 
 
+def test_module_under_cpu_autocast_runs_in_bfloat16() -> None:
+    """Autocast casts convolutions, not custom ops: the module casts for itself, as a conv would."""
+    torch.manual_seed(0)
+    layer = DeformConv2d(8, 6, 3, padding=1)
+    x, offset = torch.randn(1, 8, 9, 11), torch.randn(1, 18, 9, 11)
+    mask = torch.rand(1, 9, 9, 11)
+    reference = layer(x, offset, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x.bfloat16(), offset, mask)  # mixed input dtypes, as inside an autocast model
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference, atol=0.1, rtol=0.05)
+    with pytest.raises(ValueError, match="dtype"):
+        layer(x.bfloat16(), offset, mask)  # outside autocast a dtype mismatch is still an error
+
+
 @pytest.mark.parametrize(
     "name, change, keyword",
     [

@@ -60,6 +60,12 @@ def test_network_input_size_and_output_resolution(image: np.ndarray) -> None:
     assert seg_in.segment(image).semantic.shape == (70, 90)
 
 
+def test_bfloat16_autocast_on_cpu(image: np.ndarray) -> None:
+    seg = Segmenter("pem_stdc1", device="cpu", precision="bf16")
+    r = seg.segment(image)
+    assert r.semantic.shape == (70, 90) and seg.precision == "bf16"
+
+
 @pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8"])
 def test_resize_on_uint8_matches_float_resize(image: np.ndarray, encoding: str) -> None:
     """The CPU path resizes the 8-bit pixels; within one grey level of resizing the float image."""

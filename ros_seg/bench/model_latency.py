@@ -88,7 +88,8 @@ def bench_model(
 ) -> dict:
     """Time `Segmenter.segment` on a random (H, W, 3) image and the backend's model call alone."""
     seg = Segmenter(
-        model=model, weights=weights, device=device, precision=precision, backend=backend, channels_last=channels_last
+        model=model, weights=weights, device=device, precision=precision, backend=backend,
+        input_size=_export_size(backend, size), channels_last=channels_last,
     )
     if seg.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(seg.device)
@@ -101,6 +102,12 @@ def bench_model(
     result["load_average"] = {"before": load_before, "after": _load_average()}
     result["machine"] = machine_info(seg.device)
     return result
+
+
+def _export_size(backend: str, size: tuple[int, int]) -> tuple[int, int] | None:
+    """Exported backends are timed on a model exported at the benchmark's size (fixed shapes, as
+    deployed; the deformable-attention models export at a fixed size only)."""
+    return None if backend == "torch" else size
 
 
 def model_complexity(config: ModelConfig, size: tuple[int, int]) -> dict:
@@ -131,7 +138,8 @@ def compare_backends(
     """
     image = _random_image(size)
     timers = [
-        _Timer(Segmenter(model, weights, device, precision, name, channels_last=channels_last), image)
+        _Timer(Segmenter(model, weights, device, precision, name, _export_size(name, size), channels_last=channels_last),
+               image)
         for name in backends
     ]
     load_before = _load_average()

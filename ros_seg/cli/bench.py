@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the share of each step spent waiting for data). "
         "Results include the machine; "
         "write them under benchmarks/ with --json. With --compare-backends the model runs on each "
-        "backend in turn in this one process, and the result holds each run and the speedups over the first.",
+        "backend in turn in this one process, and the result holds each run and the speedups over the first. "
+        "The onnxruntime and tensorrt backends time a model exported at --size (fixed shapes).",
     )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--model", help="model name or config file")

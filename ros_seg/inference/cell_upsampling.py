@@ -255,18 +255,22 @@ def undecided_pairs(grid: CellGrid, candidates: torch.Tensor, undecided: torch.T
 
 
 def pair_groups(owner: torch.Tensor, cells: int, grid: CellGrid):
-    """Undecided cells grouped by their number c of pairs (pairs sorted by cell), in chunks of at
-    most about MAX_BLOCK_VALUES block values: yields (cells (G,), their pairs (G, c))."""
+    """Undecided cells grouped by their number of pairs rounded up to a power of two c (pairs sorted
+    by cell), in chunks of at most about MAX_BLOCK_VALUES block values: yields (cells (G,), pair
+    indices (G, c)). A cell with fewer than c pairs repeats its first pair: a repeat never beats the
+    original in a first-maximum argmax, so results are unchanged while the groups stay few."""
     if cells == 0:
         return
     counts = torch.bincount(owner, minlength=cells)
     first = torch.cumsum(counts, 0) - counts
+    width = torch.pow(2, torch.ceil(torch.log2(counts.double()))).long()
     block = grid.row_index.shape[1] * grid.col_index.shape[1]
-    for c in torch.unique(counts).tolist():
-        members = torch.nonzero(counts == c)[:, 0]
+    for c in torch.unique(width).tolist():
+        members = torch.nonzero(width == c)[:, 0]
         for part in chunks(members.numel(), MAX_BLOCK_VALUES // (block * c)):
             group = members[part]
-            yield group, first[group][:, None] + torch.arange(c, device=owner.device)
+            offset = torch.arange(c, device=owner.device)[None, :]
+            yield group, first[group][:, None] + torch.where(offset < counts[group][:, None], offset, 0)
 
 
 def argmax_first(values: torch.Tensor) -> torch.Tensor:

@@ -375,8 +375,18 @@ class DeformConv2d(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input: Tensor, offset: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``(N, C_in, H, W)``, offset and optional mask as in :func:`deform_conv2d` -> ``(N, C_out, H_out, W_out)``."""
-        return deform_conv2d(input, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+        """``(N, C_in, H, W)``, offset and optional mask as in :func:`deform_conv2d` -> ``(N, C_out, H_out, W_out)``.
+
+        Under autocast it runs in the autocast dtype, as a convolution would.
+        """
+        weight, bias = self.weight, self.bias
+        device_type = input.device.type
+        if torch.is_autocast_enabled(device_type):
+            dtype = torch.get_autocast_dtype(device_type)
+            input, offset, weight = input.to(dtype), offset.to(dtype), weight.to(dtype)
+            bias = bias.to(dtype) if bias is not None else None
+            mask = mask.to(dtype) if mask is not None else None
+        return deform_conv2d(input, offset, weight, bias, self.stride, self.padding, self.dilation, mask)
 
     def extra_repr(self) -> str:
         return (
