@@ -381,7 +381,7 @@ class DeformConv2d(nn.Module):
         """
         weight, bias = self.weight, self.bias
         device_type = input.device.type
-        if torch.is_autocast_enabled(device_type):
+        if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
             dtype = torch.get_autocast_dtype(device_type)
             input, offset, weight = input.to(dtype), offset.to(dtype), weight.to(dtype)
             bias = bias.to(dtype) if bias is not None else None
