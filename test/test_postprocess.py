@@ -111,6 +111,22 @@ def test_segment_statistics() -> None:
     assert (stats["x0"][2], stats["x1"][2]) == (0, 0)  # absent segment: zero box
 
 
+def test_segment_statistics_equal_brute_force() -> None:
+    g = torch.Generator().manual_seed(3)
+    pan = torch.randint(0, 30, (37, 53), generator=g, dtype=torch.int32)
+    stats = segment_statistics(pan, 34)  # ids 30..34 absent
+    for k in range(1, 35):
+        ys, xs = torch.nonzero(pan == k, as_tuple=True)
+        if len(xs) == 0:
+            assert stats["area"][k - 1] == 0 and stats["x1"][k - 1] == 0 and stats["y1"][k - 1] == 0
+            continue
+        box = [int(stats[key][k - 1]) for key in ("x0", "y0", "x1", "y1")]
+        assert box == [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
+        assert int(stats["area"][k - 1]) == len(xs)
+        assert abs(float(stats["cx"][k - 1]) - float(xs.double().mean())) < 1e-9
+        assert abs(float(stats["cy"][k - 1]) - float(ys.double().mean())) < 1e-9
+
+
 def _reference_semantic(class_logits, mask_logits, valid, padded, out):
     scores = torch.einsum("qk,qhw->khw", class_logits.softmax(-1)[:, :-1], mask_logits.sigmoid())
     return resize_valid_region(scores, valid, padded, out).argmax(0)

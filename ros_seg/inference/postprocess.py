@@ -215,34 +215,33 @@ def _empty_panoptic(out_size: tuple[int, int], device: torch.device) -> Panoptic
 
 
 def segment_statistics(panoptic: torch.Tensor, num_segments: int) -> dict[str, torch.Tensor]:
-    """Area, bounding box and centroid of segments 1..num_segments of a (H, W) id map.
+    """Area, bounding box and centroid of segments 1..num_segments of a (H, W) id map (ids 0..num_segments).
 
     Returns tensors of shape (S,): area, x0, y0, x1, y1 (inclusive), cx, cy.
-    Segments without pixels get area 0 and a zero box.
+    Segments without pixels get area 0 and a zero box. Two histograms — pixels
+    of each id per row and per column — give everything, without per-pixel
+    coordinate maps.
     """
     h, w = panoptic.shape
     device = panoptic.device
-    ids = panoptic.flatten().long()
     size = num_segments + 1
-    area = torch.bincount(ids, minlength=size)
-    ys = torch.arange(h, device=device).repeat_interleave(w)
-    xs = torch.arange(w, device=device).repeat(h)
-    sum_x = torch.bincount(ids, weights=xs.double(), minlength=size)
-    sum_y = torch.bincount(ids, weights=ys.double(), minlength=size)
-    big = max(h, w)
-    x0 = torch.full((size,), big, device=device, dtype=torch.long).scatter_reduce(0, ids, xs, "amin")
-    y0 = torch.full((size,), big, device=device, dtype=torch.long).scatter_reduce(0, ids, ys, "amin")
-    x1 = torch.full((size,), -1, device=device, dtype=torch.long).scatter_reduce(0, ids, xs, "amax")
-    y1 = torch.full((size,), -1, device=device, dtype=torch.long).scatter_reduce(0, ids, ys, "amax")
+    ids = panoptic.long()
+    rows = torch.bincount((ids + (torch.arange(h, device=device) * size)[:, None]).flatten(), minlength=h * size)
+    cols = torch.bincount((ids + (torch.arange(w, device=device) * size)[None, :]).flatten(), minlength=w * size)
+    rows, cols = rows.view(h, size), cols.view(w, size)
+    area = rows.sum(0)
+    sum_y = (rows.double() * torch.arange(h, device=device, dtype=torch.float64)[:, None]).sum(0)
+    sum_x = (cols.double() * torch.arange(w, device=device, dtype=torch.float64)[:, None]).sum(0)
+    in_rows, in_cols = (rows > 0).to(torch.uint8), (cols > 0).to(torch.uint8)
     present = area > 0
+    zero = torch.zeros_like(area)
     safe = area.clamp(min=1).double()
-    zero = torch.zeros_like(x0)
     return {
         "area": area[1:],
-        "x0": torch.where(present, x0, zero)[1:],
-        "y0": torch.where(present, y0, zero)[1:],
-        "x1": torch.where(present, x1, zero)[1:],
-        "y1": torch.where(present, y1, zero)[1:],
+        "x0": torch.where(present, in_cols.argmax(0), zero)[1:],
+        "y0": torch.where(present, in_rows.argmax(0), zero)[1:],
+        "x1": torch.where(present, w - 1 - in_cols.flip(0).argmax(0), zero)[1:],
+        "y1": torch.where(present, h - 1 - in_rows.flip(0).argmax(0), zero)[1:],
         "cx": (sum_x / safe)[1:],
         "cy": (sum_y / safe)[1:],
     }
