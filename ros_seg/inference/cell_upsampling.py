@@ -150,9 +150,14 @@ class CellGrid:
         valid = self.row_valid[cell_i][:, :, None] & self.col_valid[cell_j][:, None, :]
         return index, valid
 
+    @property
+    def block_size(self) -> int:
+        """Entries of one cell's padded block of output pixels (R x C)."""
+        return self.row_index.shape[1] * self.col_index.shape[1]
+
     def pairs_per_chunk(self) -> int:
         """Pairs whose blocks hold at most about MAX_BLOCK_VALUES values."""
-        return max(1, MAX_BLOCK_VALUES // (self.row_index.shape[1] * self.col_index.shape[1]))
+        return max(1, MAX_BLOCK_VALUES // self.block_size)
 
 
 def _gather_2d(maps: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -211,8 +216,7 @@ class CellLabels:
 
         value = self.pixel_value.long()
         py, px = self.pixel_index // g.out_size[1], self.pixel_index % g.out_size[1]
-        area = torch.bincount(label, weights=(height * width).double(), minlength=size).round().long()
-        area += torch.bincount(value, minlength=size)
+        area = self.counts(size)
         sum_x = torch.bincount(label, weights=sum_x_cell, minlength=size) + torch.bincount(
             value, weights=px.double(), minlength=size
         )
@@ -244,6 +248,13 @@ class CellLabels:
         }
 
 
+def corner_range(corners: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Smallest and largest of the four `low_corners` maps: the range of every bilinear value in each cell."""
+    low = torch.minimum(torch.minimum(corners[0], corners[1]), torch.minimum(corners[2], corners[3]))
+    high = torch.maximum(torch.maximum(corners[0], corners[1]), torch.maximum(corners[2], corners[3]))
+    return low, high
+
+
 def undecided_pairs(grid: CellGrid, candidates: torch.Tensor, undecided: torch.Tensor):
     """Undecided cells and their remaining channels: candidates (C, h, w) bool at low resolution,
     undecided (cells_h, cells_w) bool -> cell_i, cell_j (U,), and pairs (owner (P,) index into the U
@@ -264,10 +275,9 @@ def pair_groups(owner: torch.Tensor, cells: int, grid: CellGrid):
     counts = torch.bincount(owner, minlength=cells)
     first = torch.cumsum(counts, 0) - counts
     width = torch.pow(2, torch.ceil(torch.log2(counts.double()))).long()
-    block = grid.row_index.shape[1] * grid.col_index.shape[1]
     for c in torch.unique(width).tolist():
         members = torch.nonzero(width == c)[:, 0]
-        for part in chunks(members.numel(), MAX_BLOCK_VALUES // (block * c)):
+        for part in chunks(members.numel(), MAX_BLOCK_VALUES // (grid.block_size * c)):
             group = members[part]
             offset = torch.arange(c, device=owner.device)[None, :]
             yield group, first[group][:, None] + torch.where(offset < counts[group][:, None], offset, 0)
@@ -300,8 +310,7 @@ def upsampled_argmax(scores: torch.Tensor, grid: CellGrid) -> CellLabels:
     if scores.shape[0] <= 255:
         low_labels = low_labels.to(torch.uint8)  # less memory traffic in the full-resolution gather
     corners = grid.low_corners(scores)
-    low = torch.minimum(torch.minimum(corners[0], corners[1]), torch.minimum(corners[2], corners[3]))
-    high = torch.maximum(torch.maximum(corners[0], corners[1]), torch.maximum(corners[2], corners[3]))
+    low, high = corner_range(corners)
     candidates = high >= low.amax(0)[None]  # (C, h, w): channels that can win somewhere in the cell
     corner_labels = grid.low_corners(low_labels)
     agree = (corner_labels[0] == corner_labels[1]) & (corner_labels[0] == corner_labels[2])

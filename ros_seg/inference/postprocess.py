@@ -23,6 +23,7 @@ from ros_seg.inference.cell_upsampling import (
     argmax_first,
     cat_or_empty,
     chunks,
+    corner_range,
     group_blocks,
     pair_groups,
     undecided_pairs,
@@ -103,8 +104,7 @@ def _panoptic_labels(logits: torch.Tensor, scores: torch.Tensor, grid: CellGrid)
     """
     n = logits.shape[0]
     corners = grid.low_corners(logits)
-    low = torch.minimum(torch.minimum(corners[0], corners[1]), torch.minimum(corners[2], corners[3]))  # (N, h, w)
-    high = torch.maximum(torch.maximum(corners[0], corners[1]), torch.maximum(corners[2], corners[3]))
+    low, high = corner_range(corners)  # (N, h, w)
     weight = scores[:, None, None]
     floor, best = (weight * low.sigmoid()).max(0)  # (h, w)
     candidates = weight * high.sigmoid() >= floor[None]
