@@ -1,11 +1,18 @@
-"""Semantic and panoptic inference, valid-region resizing, segment statistics."""
+"""Semantic and panoptic inference, valid-region resizing, segment statistics.
+
+Every test runs twice: with the compiled CPU kernels (the CPU path) and with the
+batched tensor operations (the path of other devices, run here on the CPU).
+"""
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from ros_seg.data.class_metadata import CITYSCAPES
+from ros_seg.inference import cpu_label_kernels, postprocess
 from ros_seg.inference.postprocess import (
     panoptic_inference,
     resize_valid_region,
@@ -15,6 +22,14 @@ from ros_seg.inference.postprocess import (
 
 ROAD, SKY, CAR, PERSON = 0, 10, 13, 11
 K = CITYSCAPES.num_classes
+
+
+@pytest.fixture(autouse=True, params=["compiled", "tensor"])
+def label_path(request, monkeypatch) -> str:
+    """Which implementation of the label maps the test runs."""
+    compiled = request.param == "compiled"
+    monkeypatch.setattr(postprocess, "compiled_kernels", lambda device: compiled and device.type == "cpu")
+    return request.param
 
 
 def _class_logits(classes: list[int], confidence: float = 8.0) -> torch.Tensor:
@@ -159,7 +174,7 @@ def _smooth_logits(n: int, h: int, w: int, seed: int) -> torch.Tensor:
         ((8, 12), (32, 48), (32, 48), (128, 192)),  # 16x: network input smaller than the camera image
     ],
 )
-def test_cell_upsampling_equals_full_resolution(low, valid, padded, out) -> None:
+def test_cell_upsampling_equals_full_resolution(low, valid, padded, out, label_path) -> None:
     from ros_seg.inference.cell_upsampling import CellGrid
     from ros_seg.inference.postprocess import _panoptic_labels
 
@@ -167,18 +182,52 @@ def test_cell_upsampling_equals_full_resolution(low, valid, padded, out) -> None
     masks = _smooth_logits(12, *low, seed=1)
     ours = semantic_inference(class_logits, masks, valid, padded, out)
     ref = _reference_semantic(class_logits, masks, valid, padded, out)
-    assert (ours == ref).float().mean() > 0.9999
+    assert ours.shape == out and (ours == ref).float().mean() > 0.9999
 
     scores = torch.rand(12) * 0.5 + 0.5
     grid = CellGrid.create(low, valid, padded, out, torch.device("cpu"))
-    labels, area = _panoptic_labels(masks, scores, grid)
     ref_winner, ref_inside, ref_area = _reference_panoptic_pixels(masks, scores, valid, padded, out)
     ref_labels = torch.where(ref_inside, ref_winner + 1, 0)
-    assert (labels.render(torch.int64) == ref_labels).float().mean() > 0.9999
+    if label_path == "compiled":
+        rendered, counts, area = cpu_label_kernels.query_label_map(masks, scores, grid)
+        tensor_labels, tensor_area = _panoptic_labels(masks, scores, grid)
+        # The two implementations agree exactly, not only up to ties.
+        assert rendered.tolist() == tensor_labels.render(torch.int32).tolist()
+        assert area.tolist() == tensor_area.tolist()
+    else:
+        labels, area = _panoptic_labels(masks, scores, grid)
+        rendered, counts = labels.render(torch.int32), labels.counts(13)
+    assert (rendered == ref_labels).float().mean() > 0.9999
     assert (area - ref_area).abs().max() <= 2
-    # Counts and statistics from cells and boundary pixels equal those of the rendered map.
-    rendered = labels.render(torch.int32)
-    assert labels.counts(13).tolist() == torch.bincount(rendered.flatten().long(), minlength=13).tolist()
-    stats, ref_stats = labels.statistics(13), segment_statistics(rendered, 12)
+    assert counts.tolist() == torch.bincount(rendered.flatten().long(), minlength=13).tolist()
+
+    # Statistics after mapping queries to segments (two queries share segment 1) equal those of the
+    # mapped map.
+    table = torch.tensor([0, 1, 1] + list(range(2, 12)), dtype=torch.int32)
+    expected = table[rendered.long()]
+    ref_stats = segment_statistics(expected, 11)
+    if label_path == "compiled":
+        mapped = rendered.clone()
+        stats = cpu_label_kernels.relabel_with_statistics(mapped, table, 12)
+        assert mapped.tolist() == expected.tolist()
+    else:
+        stats = labels.map(table).statistics(12)
     for key, value in ref_stats.items():
-        torch.testing.assert_close(stats[key][1:], value, msg=key)
+        torch.testing.assert_close(stats[key][1:].to(value.dtype), value, msg=key)
+
+
+def test_label_maps_from_concurrent_threads_equal_serial_ones() -> None:
+    """Several Segmenters in one process post-process at once: results do not mix."""
+    inputs = [(torch.randn(12, K + 1) * 3, _smooth_logits(12, 32, 48, seed=s)) for s in range(6)]
+
+    def run(pair):
+        class_logits, masks = pair
+        sem = semantic_inference(class_logits, masks, (128, 192), (128, 192), (256, 384))
+        pan = panoptic_inference(class_logits, masks, CITYSCAPES, (128, 192), (128, 192), (256, 384), 0.3, 0.5)
+        return sem, pan.panoptic
+
+    serial = [run(p) for p in inputs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        concurrent = list(pool.map(run, inputs * 2))
+    for (sem, pan), (sem_c, pan_c) in zip(serial * 2, concurrent):
+        assert torch.equal(sem, sem_c) and torch.equal(pan, pan_c)

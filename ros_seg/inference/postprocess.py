@@ -1,13 +1,14 @@
 """From class and mask logits to semantic and panoptic label maps (MaskFormer inference).
 
-All work stays on the logits' device and is vectorized. Semantic scores are
-formed at mask resolution (K class maps); for panoptic, queries are selected
-first. Results are those of bilinearly resizing the valid (unpadded) region of
-the 1/4-resolution maps to the output size — scores for semantic, kept mask
-logits for panoptic — but no full-resolution map per class or query is ever
-built: `cell_upsampling` decides most pixels from the low-resolution cells and
-interpolates only near boundaries, which keeps time and memory small at
-2048x1024 on a CPU.
+All work stays on the logits' device. Semantic scores are formed at mask
+resolution (K class maps); for panoptic, queries are selected first. Results
+are those of bilinearly resizing the valid (unpadded) region of the
+1/4-resolution maps to the output size — scores for semantic, kept mask logits
+for panoptic — but no full-resolution map per class or query is ever built:
+most pixels are decided from the low-resolution cells and only those near
+boundaries are interpolated. On the CPU this runs as compiled loops
+(`cpu_label_kernels`); elsewhere as batched tensor operations
+(`cell_upsampling`). Both give the same maps.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ros_seg.data.class_metadata import ClassMetadata
+from ros_seg.inference import cpu_label_kernels
 from ros_seg.inference.cell_upsampling import (
     CellGrid,
     CellLabels,
@@ -87,8 +89,22 @@ def semantic_inference(
     uint8 when K <= 255, else int64."""
     scores = semantic_scores(class_logits, mask_logits)
     grid = CellGrid.create(tuple(scores.shape[-2:]), valid_size, padded_size, out_size, scores.device)
+    if compiled_kernels(scores.device):
+        dtype = torch.uint8 if scores.shape[0] <= 255 else torch.int64
+        return cpu_label_kernels.upsampled_argmax_map(scores, grid, dtype)
     labels = upsampled_argmax(scores, grid)
     return labels.render(labels.cell.dtype)
+
+
+def compiled_kernels(device: torch.device) -> bool:
+    """Whether label maps on `device` come from the compiled CPU kernels (else tensor operations)."""
+    return device.type == "cpu"
+
+
+def prepare(device: torch.device) -> None:
+    """Compile (or load from cache) what post-processing on `device` needs, so the first frame does not wait."""
+    if compiled_kernels(device):
+        cpu_label_kernels.warm_up()
 
 
 def _panoptic_labels(logits: torch.Tensor, scores: torch.Tensor, grid: CellGrid) -> tuple[CellLabels, torch.Tensor]:
@@ -168,9 +184,13 @@ def panoptic_inference(
     scores, labels = scores[keep], labels[keep]
     logits = mask_logits[keep].float()  # (N, h, w)
     grid = CellGrid.create(tuple(logits.shape[-2:]), valid_size, padded_size, out_size, device)
-    pixel_labels, original_area = _panoptic_labels(logits, scores, grid)
     n = scores.shape[0]
-    mask_area = pixel_labels.counts(n + 1)[1:]  # (N,)
+    if compiled_kernels(device):
+        query_map, query_counts, original_area = cpu_label_kernels.query_label_map(logits, scores, grid)
+        mask_area = query_counts[1:]
+    else:
+        pixel_labels, original_area = _panoptic_labels(logits, scores, grid)
+        mask_area = pixel_labels.counts(n + 1)[1:]  # (N,)
 
     # Small per-query decisions: on the host, a few hundred scalars at most.
     mask_area_h, original_area_h = mask_area.tolist(), original_area.tolist()
@@ -196,10 +216,15 @@ def panoptic_inference(
     if not seg_classes:
         return _empty_panoptic(out_size, device)
     lut = torch.tensor([0] + query_to_segment, dtype=torch.int32, device=device)
-    segments = pixel_labels.map(lut)
-    stats = segments.statistics(len(seg_classes) + 1)
+    if compiled_kernels(device):
+        stats = cpu_label_kernels.relabel_with_statistics(query_map, lut, len(seg_classes) + 1)
+        panoptic = query_map
+    else:
+        segments = pixel_labels.map(lut)
+        stats = segments.statistics(len(seg_classes) + 1)
+        panoptic = segments.render(torch.int32)
     return PanopticOutput(
-        panoptic=segments.render(torch.int32),
+        panoptic=panoptic,
         classes=torch.tensor(seg_classes, dtype=torch.int64, device=device),
         scores=torch.tensor(seg_scores, dtype=torch.float32, device=device),
         statistics={k: v[1:] for k, v in stats.items()},

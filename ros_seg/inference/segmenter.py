@@ -30,7 +30,7 @@ from ros_seg.inference.backends.selection import BACKENDS, open_backend
 from ros_seg.inference.backends.torch_backend import PRECISIONS
 from ros_seg.inference.image_input import check_image, image_to_tensor
 from ros_seg.inference.maskwise_merge import maskwise_merge
-from ros_seg.inference.postprocess import panoptic_inference, segment_statistics, semantic_inference
+from ros_seg.inference.postprocess import panoptic_inference, prepare, segment_statistics, semantic_inference
 from ros_seg.inference.result import Segment, SegmentationResult
 
 __all__ = ["BACKENDS", "OUTPUT_RESOLUTIONS", "Segmenter", "resolve_device"]
@@ -113,6 +113,7 @@ class Segmenter:
             self.config.inference.overlap_threshold if overlap_threshold is None else overlap_threshold
         )
         self.size_divisibility = self.config.input.size_divisibility
+        prepare(self.device)
 
     @property
     def model_name(self) -> str:

@@ -1,0 +1,304 @@
+"""Compiled CPU kernels for the label maps of bilinearly upsampled predictions.
+
+The same decisions as :mod:`ros_seg.inference.cell_upsampling` (read its
+docstring for the geometry and why a cell can be decided from its corners),
+written as loops compiled by Numba: one pass over the cells of a `CellGrid`
+prunes the channels that cannot win, fills decided cells whole and
+interpolates the others pixel by pixel, straight into the full-resolution map.
+On a CPU this replaces hundreds of small tensor operations per frame (each a
+Python round trip holding the GIL) by a few calls that release the GIL.
+
+Work is split into bands of cell rows run on a thread pool (one band per torch
+thread), so several Segmenters may run at once in one process: the kernels
+themselves are single-threaded and thread-safe. They compile on first use and
+are cached on disk by Numba.
+
+Arithmetic matches `CellGrid.block_values` in float32 (same operations, same
+order); the panoptic sigmoid is computed here, so values equal torch's up to
+rounding, and only exact ties between queries can resolve differently.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+import torch
+
+from ros_seg.inference.cell_upsampling import CellGrid, corner_range
+
+_F1 = np.float32(1.0)
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _tables(grid: CellGrid) -> tuple[np.ndarray, ...]:
+    """The grid's per-axis tables as contiguous NumPy arrays (cell's low index, first output index,
+    count, per-offset upper-corner weights)."""
+    return tuple(
+        np.ascontiguousarray(t.cpu().numpy())
+        for t in (grid.row_low, grid.row_start, grid.row_count, grid.row_weight,
+                  grid.col_low, grid.col_start, grid.col_count, grid.col_weight)
+    )
+
+
+def _bands(rows: int) -> list[tuple[int, int]]:
+    parts = max(1, min(torch.get_num_threads(), rows))
+    edges = np.linspace(0, rows, parts + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def _run_bands(work, rows: int) -> list:
+    """Call work(first_row, end_row) over bands of range(rows), in parallel; results in order."""
+    global _pool
+    bands = _bands(rows)
+    if len(bands) == 1:
+        return [work(*bands[0])]
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="ros_seg_labels")
+    return [f.result() for f in [_pool.submit(work, a, b) for a, b in bands]]
+
+
+@numba.njit(cache=True, nogil=True)
+def _bilinear(v00, v10, v01, v11, wx, wy):
+    top = v00 * (_F1 - wx) + v01 * wx
+    bottom = v10 * (_F1 - wx) + v11 * wx
+    return top * (_F1 - wy) + bottom * wy
+
+
+@numba.njit(cache=True, nogil=True)
+def _sigmoid(x):
+    return _F1 / (_F1 + np.exp(-x))
+
+
+@numba.njit(cache=True, nogil=True)
+def _argmax_rows(scores, out, first, end, row_low, row_start, row_count, row_weight,
+                 col_low, col_start, col_count, col_weight):
+    """Semantic labels of cell rows [first, end): out[y, x] = argmax_k of the bilinear scores[k]."""
+    k_total, h, w = scores.shape
+    high = np.empty(k_total, np.float32)
+    candidates = np.empty(k_total, np.int64)
+    for ci in range(first, end):
+        i = row_low[ci]
+        i1 = min(i + 1, h - 1)
+        y0 = row_start[ci]
+        ny = row_count[ci]
+        for cj in range(col_low.shape[0]):
+            j = col_low[cj]
+            j1 = min(j + 1, w - 1)
+            floor = -np.inf
+            # argmax at each corner: when all four agree, the whole cell agrees
+            b00 = b10 = b01 = b11 = 0
+            m00 = m10 = m01 = m11 = -np.inf
+            for k in range(k_total):
+                a, b, c, d = scores[k, i, j], scores[k, i1, j], scores[k, i, j1], scores[k, i1, j1]
+                if a > m00:
+                    m00, b00 = a, k
+                if b > m10:
+                    m10, b10 = b, k
+                if c > m01:
+                    m01, b01 = c, k
+                if d > m11:
+                    m11, b11 = d, k
+                low = min(min(a, b), min(c, d))
+                high[k] = max(max(a, b), max(c, d))
+                floor = max(floor, low)
+            x0 = col_start[cj]
+            nx = col_count[cj]
+            n = 0
+            if b00 == b10 and b00 == b01 and b00 == b11:
+                candidates[0] = b00
+                n = 1
+            else:
+                for k in range(k_total):
+                    if high[k] >= floor:
+                        candidates[n] = k
+                        n += 1
+            if n == 1:
+                out[y0:y0 + ny, x0:x0 + nx] = candidates[0]
+                continue
+            for r in range(ny):
+                wy = row_weight[ci, r]
+                for s in range(nx):
+                    wx = col_weight[cj, s]
+                    best = candidates[0]
+                    best_value = -np.inf
+                    for t in range(n):
+                        k = candidates[t]
+                        v = _bilinear(scores[k, i, j], scores[k, i1, j], scores[k, i, j1], scores[k, i1, j1], wx, wy)
+                        if v > best_value:
+                            best_value, best = v, k
+                    out[y0 + r, x0 + s] = best
+
+
+def upsampled_argmax_map(scores: torch.Tensor, grid: CellGrid, dtype: torch.dtype) -> torch.Tensor:
+    """(out_h, out_w) argmax over C of bilinearly upsampled (C, h, w) CPU scores (first index on ties)."""
+    values = np.ascontiguousarray(scores.float().numpy())
+    out = np.empty(grid.out_size, dtype=torch.empty(0, dtype=dtype).numpy().dtype)
+    tables = _tables(grid)
+    _run_bands(lambda a, b: _argmax_rows(values, out, a, b, *tables), tables[0].shape[0])
+    return torch.from_numpy(out)
+
+
+@numba.njit(cache=True, nogil=True)
+def _query_rows(logits, scores, low, high, low_value, high_value, out, counts, own_area, first, end,
+                row_low, row_start, row_count, row_weight, col_low, col_start, col_count, col_weight):
+    """Panoptic pixels of cell rows [first, end): out[y, x] = 1 + the query maximising
+    scores[q] * sigmoid(bilinear logit q) where that logit is >= 0, else 0; counts[label] += pixels;
+    own_area[q] += pixels where q's bilinear logit is >= 0. low/high: each low-res cell's smallest and
+    largest corner logit per query, low_value/high_value: scores x their sigmoid (N, h, w)."""
+    n_total, h, w = logits.shape
+    candidates = np.empty(n_total, np.int64)
+    pixel_logit = np.empty(n_total, np.float32)
+    for ci in range(first, end):
+        i = row_low[ci]
+        i1 = min(i + 1, h - 1)
+        y0 = row_start[ci]
+        ny = row_count[ci]
+        for cj in range(col_low.shape[0]):
+            j = col_low[cj]
+            j1 = min(j + 1, w - 1)
+            x0 = col_start[cj]
+            nx = col_count[cj]
+            floor = -np.inf
+            best = 0
+            for q in range(n_total):
+                if low_value[q, i, j] > floor:
+                    floor, best = low_value[q, i, j], q
+                if low[q, i, j] >= 0:
+                    own_area[q] += ny * nx
+                elif high[q, i, j] >= 0:
+                    a, b, c, d = logits[q, i, j], logits[q, i1, j], logits[q, i, j1], logits[q, i1, j1]
+                    for r in range(ny):
+                        wy = row_weight[ci, r]
+                        for s in range(nx):
+                            if _bilinear(a, b, c, d, col_weight[cj, s], wy) >= 0:
+                                own_area[q] += 1
+            n = 0
+            for q in range(n_total):
+                if high_value[q, i, j] >= floor:
+                    candidates[n] = q
+                    n += 1
+            if n == 1 and (low[best, i, j] >= 0 or high[best, i, j] < 0):
+                label = best + 1 if low[best, i, j] >= 0 else 0
+                out[y0:y0 + ny, x0:x0 + nx] = label
+                counts[label] += ny * nx
+                continue
+            if n == 1:  # one query left, whose mask edge crosses the cell: the sign decides
+                a, b, c, d = logits[best, i, j], logits[best, i1, j], logits[best, i, j1], logits[best, i1, j1]
+                for r in range(ny):
+                    wy = row_weight[ci, r]
+                    for s in range(nx):
+                        label = best + 1 if _bilinear(a, b, c, d, col_weight[cj, s], wy) >= 0 else 0
+                        out[y0 + r, x0 + s] = label
+                        counts[label] += 1
+                continue
+            for r in range(ny):
+                wy = row_weight[ci, r]
+                for s in range(nx):
+                    wx = col_weight[cj, s]
+                    covered = False
+                    for t in range(n):
+                        q = candidates[t]
+                        pixel_logit[t] = _bilinear(logits[q, i, j], logits[q, i1, j], logits[q, i, j1],
+                                                   logits[q, i1, j1], wx, wy)
+                        covered |= pixel_logit[t] >= 0
+                    label = 0
+                    if covered:  # else the winner, whichever it is, does not cover the pixel
+                        winner_value = -np.inf
+                        for t in range(n):
+                            v = scores[candidates[t]] * _sigmoid(pixel_logit[t])
+                            if v > winner_value:
+                                winner_value = v
+                                label = candidates[t] + 1 if pixel_logit[t] >= 0 else 0
+                    out[y0 + r, x0 + s] = label
+                    counts[label] += 1
+
+
+def query_label_map(logits: torch.Tensor, scores: torch.Tensor, grid: CellGrid
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Panoptic merge of N kept queries on the CPU: logits (N, h, w), scores (N,) ->
+    (out_h, out_w) int32 map of 1 + winning query (0 where the winner's own mask does not cover
+    the pixel), (N + 1,) pixel count of each label, (N,) each query's own mask area (logit >= 0)."""
+    logits, scores = logits.float().contiguous(), scores.float().contiguous()
+    low, high = corner_range(CellGrid.low_corners(logits))
+    weight = scores[:, None, None]
+    ranges = [t.contiguous().numpy() for t in (low, high, weight * low.sigmoid(), weight * high.sigmoid())]
+    values, weights = logits.numpy(), scores.numpy()
+    n = values.shape[0]
+    out = np.empty(grid.out_size, dtype=np.int32)
+    tables = _tables(grid)
+
+    def work(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        counts, own = np.zeros(n + 1, np.int64), np.zeros(n, np.int64)
+        _query_rows(values, weights, *ranges, out, counts, own, a, b, *tables)
+        return counts, own
+
+    parts = _run_bands(work, tables[0].shape[0])
+    counts = sum(p[0] for p in parts)
+    own = sum(p[1] for p in parts)
+    return torch.from_numpy(out), torch.from_numpy(counts), torch.from_numpy(own)
+
+
+@numba.njit(cache=True, nogil=True)
+def _relabel_rows(labels, table, first, end, area, sum_x, x_min, x_max):
+    """labels[y] = table[labels[y]] for rows [first, end), with per-row area, sum of x and x extent
+    of every new label, accumulated per run of equal labels."""
+    width = labels.shape[1]
+    for y in range(first, end):
+        x = 0
+        while x < width:
+            old = labels[y, x]
+            v = table[old]
+            start = x
+            while x < width and labels[y, x] == old:
+                labels[y, x] = v
+                x += 1
+            area[y, v] += x - start
+            sum_x[y, v] += (start + x - 1) * (x - start) // 2
+            x_min[y, v] = min(x_min[y, v], start)
+            x_max[y, v] = max(x_max[y, v], x - 1)
+
+
+def relabel_with_statistics(labels: torch.Tensor, table: torch.Tensor, size: int) -> dict[str, torch.Tensor]:
+    """Map a CPU int32 (H, W) label map through `table` in place (new labels 0..size-1) and return the
+    area, inclusive bounding box (x0, y0, x1, y1; zeros where absent) and centroid (cx, cy) of every
+    new label, as (size,) tensors — one pass over the map."""
+    mapped = labels.numpy()
+    lut = np.ascontiguousarray(table.numpy().astype(np.int32))
+    h, w = mapped.shape
+    area = np.zeros((h, size), np.int64)
+    sum_x = np.zeros((h, size), np.int64)
+    x_min = np.full((h, size), w, np.int64)
+    x_max = np.full((h, size), -1, np.int64)
+    _run_bands(lambda a, b: _relabel_rows(mapped, lut, a, b, area, sum_x, x_min, x_max), h)
+    total = area.sum(0)
+    present = total > 0
+    rows = np.arange(h)
+    has = area > 0
+    safe = np.maximum(total, 1).astype(np.float64)
+    y0 = np.where(present, has.argmax(0), 0)
+    y1 = np.where(present, h - 1 - has[::-1].argmax(0), 0)
+    stats = {
+        "area": total,
+        "x0": np.where(present, x_min.min(0), 0),
+        "y0": y0,
+        "x1": np.where(present, x_max.max(0), 0),
+        "y1": y1,
+        "cx": sum_x.sum(0) / safe,
+        "cy": (area * rows[:, None]).sum(0) / safe,
+    }
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in stats.items()}
+
+
+def warm_up() -> None:
+    """Compile (or load from Numba's cache) every kernel on a tiny input."""
+    grid = CellGrid.create((2, 2), (8, 8), (8, 8), (8, 8), torch.device("cpu"))
+    maps = torch.zeros(2, 2, 2)
+    upsampled_argmax_map(maps, grid, torch.uint8)
+    labels, _, _ = query_label_map(maps, torch.ones(2), grid)
+    relabel_with_statistics(labels, torch.arange(3, dtype=torch.int32), 3)
+
