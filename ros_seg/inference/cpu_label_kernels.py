@@ -8,30 +8,24 @@ interpolates the others pixel by pixel, straight into the full-resolution map.
 On a CPU this replaces hundreds of small tensor operations per frame (each a
 Python round trip holding the GIL) by a few calls that release the GIL.
 
-Work is split into bands of cell rows run on a thread pool (one band per torch
-thread), so several Segmenters may run at once in one process: the kernels
-themselves are single-threaded and thread-safe. They compile on first use and
-are cached on disk by Numba.
+Work is split into bands of cell rows (`row_bands`); the kernels compile on
+first use and are cached on disk by Numba.
 
 Arithmetic matches `CellGrid.block_values` in float32 (same operations, same
-order); the panoptic sigmoid is computed here, so values equal torch's up to
-rounding, and only exact ties between queries can resolve differently.
+order); the per-pixel panoptic sigmoid is computed here (that of the corner
+ranges by torch), so values equal torch's up to rounding, and only exact ties
+between queries can resolve differently.
 """
 from __future__ import annotations
-
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 import torch
 
 from ros_seg.inference.cell_upsampling import CellGrid, corner_range
+from ros_seg.inference.row_bands import run_in_bands
 
 _F1 = np.float32(1.0)
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
 
 
 def _tables(grid: CellGrid) -> tuple[np.ndarray, ...]:
@@ -42,24 +36,6 @@ def _tables(grid: CellGrid) -> tuple[np.ndarray, ...]:
         for t in (grid.row_low, grid.row_start, grid.row_count, grid.row_weight,
                   grid.col_low, grid.col_start, grid.col_count, grid.col_weight)
     )
-
-
-def _bands(rows: int) -> list[tuple[int, int]]:
-    parts = max(1, min(torch.get_num_threads(), rows))
-    edges = np.linspace(0, rows, parts + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
-
-
-def _run_bands(work, rows: int) -> list:
-    """Call work(first_row, end_row) over bands of range(rows), in parallel; results in order."""
-    global _pool
-    bands = _bands(rows)
-    if len(bands) == 1:
-        return [work(*bands[0])]
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="ros_seg_labels")
-    return [f.result() for f in [_pool.submit(work, a, b) for a, b in bands]]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -139,7 +115,7 @@ def upsampled_argmax_map(scores: torch.Tensor, grid: CellGrid, dtype: torch.dtyp
     values = np.ascontiguousarray(scores.float().numpy())
     out = np.empty(grid.out_size, dtype=torch.empty(0, dtype=dtype).numpy().dtype)
     tables = _tables(grid)
-    _run_bands(lambda a, b: _argmax_rows(values, out, a, b, *tables), tables[0].shape[0])
+    run_in_bands(lambda a, b: _argmax_rows(values, out, a, b, *tables), tables[0].shape[0])
     return torch.from_numpy(out)
 
 
@@ -237,7 +213,7 @@ def query_label_map(logits: torch.Tensor, scores: torch.Tensor, grid: CellGrid
         _query_rows(values, weights, *ranges, out, counts, own, a, b, *tables)
         return counts, own
 
-    parts = _run_bands(work, tables[0].shape[0])
+    parts = run_in_bands(work, tables[0].shape[0])
     counts = sum(p[0] for p in parts)
     own = sum(p[1] for p in parts)
     return torch.from_numpy(out), torch.from_numpy(counts), torch.from_numpy(own)
@@ -274,7 +250,7 @@ def relabel_with_statistics(labels: torch.Tensor, table: torch.Tensor, size: int
     sum_x = np.zeros((h, size), np.int64)
     x_min = np.full((h, size), w, np.int64)
     x_max = np.full((h, size), -1, np.int64)
-    _run_bands(lambda a, b: _relabel_rows(mapped, lut, a, b, area, sum_x, x_min, x_max), h)
+    run_in_bands(lambda a, b: _relabel_rows(mapped, lut, a, b, area, sum_x, x_min, x_max), h)
     total = area.sum(0)
     present = total > 0
     rows = np.arange(h)

@@ -31,10 +31,10 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from ros_seg.inference.image_input import ImageError
+from ros_seg.inference.image_input import ENCODINGS, ImageError
 from ros_seg.inference.result import SegmentationResult
 from ros_seg.inference.segmenter import Segmenter, resolve_device
-from ros_seg.inference.visualize import blend, colorize_panoptic
+from ros_seg.inference.visualize import panoptic_overlay, prepare_overlay
 from ros_seg.msg import SegmentArray, SegmentationInfo
 from ros_seg.ros.diagnostics import FrameStatistics
 from ros_seg.ros.image_conversion import array_to_image, compressed_to_array, image_to_array, rgb_array
@@ -160,6 +160,7 @@ class SegmentationNode(Node):
         except ParameterError as exc:
             raise StartupError(str(exc)) from None
         self.segmenter = build_segmenter(self.settings)
+        prepare_overlay(self.segmenter.metadata)
         if self.segmenter.weights is None:
             self.get_logger().warning(f"model {self.segmenter.model_name} has random weights: outputs are meaningless")
         self._default_thresholds = (self.segmenter.object_mask_threshold, self.segmenter.overlap_threshold)
@@ -277,13 +278,13 @@ class SegmentationNode(Node):
 
     def _overlay(self, image: np.ndarray, encoding: str, result: SegmentationResult, alpha: float) -> np.ndarray:
         """(H, W, 3) RGB blend of the image and the panoptic colors, at the output maps' size."""
-        rgb = rgb_array(image, encoding)
         height, width = result.panoptic.shape
-        if rgb.shape[:2] != (height, width):
-            rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+        order = ENCODINGS[encoding][1]
+        if image.shape[:2] != (height, width):
+            image = cv2.resize(rgb_array(image, encoding), (width, height), interpolation=cv2.INTER_AREA)
+            order = (0, 1, 2)
         classes = {s.id: s.class_id for s in result.segments}
-        colors = colorize_panoptic(result.panoptic, classes, self.segmenter.metadata)
-        return blend(np.ascontiguousarray(rgb), colors, alpha)
+        return panoptic_overlay(image, order, result.panoptic, classes, self.segmenter.metadata, alpha)
 
     def destroy_node(self) -> None:
         """Stop the worker (after the frame it is on), then destroy the node."""
