@@ -1,0 +1,206 @@
+"""Multi-scale deformable attention as Triton kernels, forward and backward (the GPU path).
+
+Same layouts and sampling rule as :mod:`ros_seg.ops.ms_deform_attn` (read its
+docstring): location ``x`` is pixel ``x * W_l - 0.5``; each of the four
+bilinear corners counts when it lies inside the level. One program handles a
+block of queries of one (image, head) and all ``D`` channels; levels and points
+are loops. All arithmetic is float32 whatever the value's dtype (fp16/bf16
+values are read and converted); the output takes the value's dtype.
+
+Backward, per sample: the value gradient is scattered with atomic adds into a
+float32 buffer (several queries may read one pixel); the attention-weight
+gradient is ``<grad_out, sample>``; the location gradient is the attention
+weight times ``<grad_out, d sample / d pixel>`` times the level's size. On a
+pixel boundary the derivative is the one-sided one of ``floor``, as in the
+reference.
+
+Needs Triton (it comes with CUDA builds of PyTorch). With ``TRITON_INTERPRET=1``
+set before this module is imported, the same kernels run on CPU tensors in
+Triton's interpreter: how they are checked where there is no GPU.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU machines: the pure-PyTorch reference serves
+    triton = None
+
+BLOCK_QUERIES = 16
+
+
+def available() -> bool:
+    """Whether Triton imports (the kernels can then run on CUDA tensors, or anywhere when interpreted)."""
+    return triton is not None
+
+
+if triton is not None:
+
+    @triton.jit
+    def _corner(value, n, m, tokens, heads: tl.constexpr, channels, start, height, width, yi, xi, live, d, d_live):
+        """(BLOCK_Q, BLOCK_D) float32 values of the pixels (yi, xi) of one level (zeros outside), their
+        flat offsets and the mask of those read."""
+        inside = live & (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
+        token = start + yi * width + xi
+        row = ((n * tokens + token.to(tl.int64)) * heads + m) * channels
+        offset = row[:, None] + d[None, :]
+        mask = inside[:, None] & d_live[None, :]
+        return tl.load(value + offset, mask=mask, other=0.0).to(tl.float32), offset, mask
+
+    @triton.jit
+    def _forward_kernel(value, shapes, starts, locations, weights, out, queries, tokens, levels, points, channels,
+                        heads: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
+        q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+        n = (tl.program_id(1) // heads).to(tl.int64)
+        m = tl.program_id(1) % heads
+        live = q < queries
+        d = tl.arange(0, BLOCK_D)
+        d_live = d < channels
+        acc = tl.zeros((BLOCK_Q, BLOCK_D), dtype=tl.float32)
+        sample_base = ((n * queries + q) * heads + m) * levels * points  # (BLOCK_Q,) first sample index
+        for level in range(levels):
+            height = tl.load(shapes + 2 * level).to(tl.int32)
+            width = tl.load(shapes + 2 * level + 1).to(tl.int32)
+            start = tl.load(starts + level).to(tl.int32)
+            for p in range(points):
+                sample = sample_base + level * points + p
+                px = tl.load(locations + 2 * sample, mask=live, other=0.0).to(tl.float32) * width - 0.5
+                py = tl.load(locations + 2 * sample + 1, mask=live, other=0.0).to(tl.float32) * height - 0.5
+                a = tl.load(weights + sample, mask=live, other=0.0).to(tl.float32)
+                x0f = tl.floor(px)
+                y0f = tl.floor(py)
+                fx = px - x0f
+                fy = py - y0f
+                x0 = x0f.to(tl.int32)
+                y0 = y0f.to(tl.int32)
+                v00, _, _ = _corner(value, n, m, tokens, heads, channels, start, height, width, y0, x0, live, d, d_live)
+                v01, _, _ = _corner(value, n, m, tokens, heads, channels, start, height, width, y0, x0 + 1, live, d,
+                                    d_live)
+                v10, _, _ = _corner(value, n, m, tokens, heads, channels, start, height, width, y0 + 1, x0, live, d,
+                                    d_live)
+                v11, _, _ = _corner(value, n, m, tokens, heads, channels, start, height, width, y0 + 1, x0 + 1, live,
+                                    d, d_live)
+                w00 = (1.0 - fy) * (1.0 - fx) * a
+                w01 = (1.0 - fy) * fx * a
+                w10 = fy * (1.0 - fx) * a
+                w11 = fy * fx * a
+                acc += w00[:, None] * v00 + w01[:, None] * v01 + w10[:, None] * v10 + w11[:, None] * v11
+        out_offset = (((n * queries + q) * heads + m) * channels)[:, None] + d[None, :]
+        tl.store(out + out_offset, acc.to(out.dtype.element_ty), mask=live[:, None] & d_live[None, :])
+
+    @triton.jit
+    def _backward_kernel(value, shapes, starts, locations, weights, grad_out, grad_value, grad_locations,
+                         grad_weights, queries, tokens, levels, points, channels,
+                         heads: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
+        q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+        n = (tl.program_id(1) // heads).to(tl.int64)
+        m = tl.program_id(1) % heads
+        live = q < queries
+        d = tl.arange(0, BLOCK_D)
+        d_live = d < channels
+        out_offset = (((n * queries + q) * heads + m) * channels)[:, None] + d[None, :]
+        g = tl.load(grad_out + out_offset, mask=live[:, None] & d_live[None, :], other=0.0).to(tl.float32)
+        sample_base = ((n * queries + q) * heads + m) * levels * points
+        for level in range(levels):
+            height = tl.load(shapes + 2 * level).to(tl.int32)
+            width = tl.load(shapes + 2 * level + 1).to(tl.int32)
+            start = tl.load(starts + level).to(tl.int32)
+            for p in range(points):
+                sample = sample_base + level * points + p
+                px = tl.load(locations + 2 * sample, mask=live, other=0.0).to(tl.float32) * width - 0.5
+                py = tl.load(locations + 2 * sample + 1, mask=live, other=0.0).to(tl.float32) * height - 0.5
+                a = tl.load(weights + sample, mask=live, other=0.0).to(tl.float32)
+                x0f = tl.floor(px)
+                y0f = tl.floor(py)
+                fx = px - x0f
+                fy = py - y0f
+                x0 = x0f.to(tl.int32)
+                y0 = y0f.to(tl.int32)
+                v00, o00, k00 = _corner(value, n, m, tokens, heads, channels, start, height, width, y0, x0, live, d,
+                                        d_live)
+                v01, o01, k01 = _corner(value, n, m, tokens, heads, channels, start, height, width, y0, x0 + 1, live,
+                                        d, d_live)
+                v10, o10, k10 = _corner(value, n, m, tokens, heads, channels, start, height, width, y0 + 1, x0, live,
+                                        d, d_live)
+                v11, o11, k11 = _corner(value, n, m, tokens, heads, channels, start, height, width, y0 + 1, x0 + 1,
+                                        live, d, d_live)
+                # Value gradient: each corner receives its weight times the output gradient.
+                tl.atomic_add(grad_value + o00, ((1.0 - fy) * (1.0 - fx) * a)[:, None] * g, mask=k00)
+                tl.atomic_add(grad_value + o01, ((1.0 - fy) * fx * a)[:, None] * g, mask=k01)
+                tl.atomic_add(grad_value + o10, (fy * (1.0 - fx) * a)[:, None] * g, mask=k10)
+                tl.atomic_add(grad_value + o11, (fy * fx * a)[:, None] * g, mask=k11)
+                # The bilinear sample and its derivatives along the pixel axes, against the output gradient.
+                sample_value = ((1.0 - fy)[:, None] * ((1.0 - fx)[:, None] * v00 + fx[:, None] * v01)
+                                + fy[:, None] * ((1.0 - fx)[:, None] * v10 + fx[:, None] * v11))
+                d_px = (1.0 - fy)[:, None] * (v01 - v00) + fy[:, None] * (v11 - v10)
+                d_py = (1.0 - fx)[:, None] * (v10 - v00) + fx[:, None] * (v11 - v01)
+                tl.store(grad_weights + sample, tl.sum(g * sample_value, axis=1), mask=live)
+                tl.store(grad_locations + 2 * sample, a * width * tl.sum(g * d_px, axis=1), mask=live)
+                tl.store(grad_locations + 2 * sample + 1, a * height * tl.sum(g * d_py, axis=1), mask=live)
+
+
+def _launch_shape(value: Tensor, sampling_locations: Tensor) -> tuple[tuple[int, int], int]:
+    n, _, heads, channels = value.shape
+    queries = sampling_locations.shape[1]
+    return (triton.cdiv(queries, BLOCK_QUERIES), n * heads), triton.next_power_of_2(channels)
+
+
+def ms_deform_attn_forward(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                           sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
+    """Forward kernel on contiguous tensors (validated by the dispatcher): -> (N, Lq, M * D) in value's dtype."""
+    n, tokens, heads, channels = value.shape
+    _, queries, _, levels, points, _ = sampling_locations.shape
+    out = torch.empty(n, queries, heads * channels, dtype=value.dtype, device=value.device)
+    if out.numel() == 0:
+        return out
+    grid, block_d = _launch_shape(value, sampling_locations)
+    _forward_kernel[grid](value, spatial_shapes, level_start_index, sampling_locations, attention_weights, out,
+                          queries, tokens, levels, points, channels, heads=heads, BLOCK_Q=BLOCK_QUERIES,
+                          BLOCK_D=block_d)
+    return out
+
+
+def ms_deform_attn_backward(grad_out: Tensor, value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                            sampling_locations: Tensor, attention_weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of value, sampling_locations and attention_weights (each in its own dtype)."""
+    n, tokens, heads, channels = value.shape
+    _, queries, _, levels, points, _ = sampling_locations.shape
+    grad_value = torch.zeros(value.shape, dtype=torch.float32, device=value.device)
+    grad_locations = torch.zeros(sampling_locations.shape, dtype=torch.float32, device=value.device)
+    grad_weights = torch.zeros(attention_weights.shape, dtype=torch.float32, device=value.device)
+    if grad_out.numel() > 0:
+        grid, block_d = _launch_shape(value, sampling_locations)
+        _backward_kernel[grid](value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                               grad_out.contiguous(), grad_value, grad_locations, grad_weights, queries, tokens,
+                               levels, points, channels, heads=heads, BLOCK_Q=BLOCK_QUERIES, BLOCK_D=block_d)
+    return (grad_value.to(value.dtype), grad_locations.to(sampling_locations.dtype),
+            grad_weights.to(attention_weights.dtype))
+
+
+class _MSDeformAttnFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):  # noqa: ANN001
+        ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+        return ms_deform_attn_forward(value, spatial_shapes, level_start_index, sampling_locations,
+                                      attention_weights)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: ANN001
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
+        grad_value, grad_locations, grad_weights = ms_deform_attn_backward(
+            grad_out, value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+        )
+        return grad_value, None, None, grad_locations, grad_weights
+
+
+def ms_deform_attn_triton(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                          sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
+    """The kernel for :func:`ros_seg.ops.register_ms_deform_attn_kernel`: differentiable in value,
+    sampling_locations and attention_weights."""
+    return _MSDeformAttnFunction.apply(
+        value.contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(),
+        sampling_locations.contiguous(), attention_weights.contiguous(),
+    )
