@@ -11,6 +11,7 @@ mkdir -p "$OUT"
 rm -f "$OUT"/*.json
 T="${THREADS:-2}"
 ros-seg bench --op deform_conv2d --threads "$T" --repeats 10 --json "$OUT/deform_conv2d.json" >/dev/null
+ros-seg bench --op ms_deform_attn --size 1024x2048 --threads "$T" --repeats 3 --json "$OUT/ms_deform_attn_1024x2048.json" >/dev/null
 ros-seg bench --op cross_attention --threads "$T" --repeats 5 --json "$OUT/cross_attention.json" >/dev/null
 # Every model on both CPU backends at 512x1024 (fp32), and bf16 autocast for pem_stdc1.
 for m in pem_stdc1 pem_stdc2 pem_r50 m2f_r50 proscale_r50_111 proscale_r50_222 proscale_r50_333 panoptic_segformer_r50; do

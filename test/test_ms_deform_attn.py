@@ -292,3 +292,17 @@ def test_layer_zero_size_boxes_sample_their_centre() -> None:
     # The centre (0.5, 0.5) of a 4x4 level is pixel coordinate (1.5, 1.5): the mean of tokens 5, 6, 9, 10.
     centre_value = layer.value_proj(source)[:, [5, 6, 9, 10]].mean(1)  # (1, C)
     torch.testing.assert_close(output, layer.output_proj(centre_value).expand(1, 3, 8))
+
+
+def test_bench_times_each_implementation_at_encoder_shapes() -> None:
+    from ros_seg.bench.ms_deform_attn_speed import bench_ms_deform_attn
+    from ros_seg.bench.summary import _op_lines
+
+    report = bench_ms_deform_attn(size=(64, 128), warmup=0, repeats=1)
+    assert report["tokens"] == 8 * 16 + 4 * 8 + 2 * 4 and report["implementation"] == "reference"
+    for key in ("dispatch_ms", "grid_sample_ms", "dispatch_backward_ms", "grid_sample_backward_ms"):
+        assert report[key]["p50"] > 0
+    assert report["speedup_vs_grid_sample"] == pytest.approx(
+        report["grid_sample_ms"]["p50"] / report["dispatch_ms"]["p50"], rel=1e-2
+    )
+    assert any("grid_sample" in line for line in _op_lines(report))

@@ -1,4 +1,5 @@
-"""Speed of `ros_seg.ops.deform_conv2d` against a plain convolution of the same shape."""
+"""Speed of `ros_seg.ops.deform_conv2d` against a plain convolution of the same shape (and, on a GPU,
+against the pure-PyTorch reference and torchvision's deform_conv2d when installed)."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,7 +10,7 @@ from torch import Tensor
 
 from ros_seg.bench.machine import machine_info
 from ros_seg.bench.timing import latency_stats, time_once
-from ros_seg.ops import deform_conv2d
+from ros_seg.ops import GPU_KERNELS, deform_conv2d, deform_conv2d_reference
 
 
 def bench_deform_conv2d(
@@ -29,8 +30,11 @@ def bench_deform_conv2d(
         repeats: timed calls of each op.
 
     Returns:
-        {"op", "shape", "kernel", "device", "deform_ms": latency stats, "conv_ms": latency stats,
-        "ratio": deform p50 / conv p50, "machine"}. Offsets are uniform in [-2, 2] px, the mask uniform in [0, 1].
+        {"op", "shape", "kernel", "device", "implementation" (what served deform_conv2d: "triton" or
+        "reference"), "deform_ms": latency stats, "conv_ms": latency stats, "ratio": deform p50 / conv p50,
+        "machine"}; when the Triton kernel served, also "reference_ms" and "speedup_vs_reference", and with
+        torchvision installed "torchvision_ms" and "speedup_vs_torchvision". Offsets are uniform in
+        [-2, 2] px, the mask uniform in [0, 1].
     """
     torch_device = torch.device(device)
     n, channels, height, width = shape
@@ -50,24 +54,37 @@ def bench_deform_conv2d(
     def run_conv() -> Tensor:
         return F.conv2d(input, weight, bias, padding=padding)
 
-    deform_ms: list[float] = []
-    conv_ms: list[float] = []
+    runs = {"deform_ms": run_deform, "conv_ms": run_conv}
+    kernel_served = torch_device.type == "cuda" and "deform_conv2d" in GPU_KERNELS
+    if kernel_served:
+        runs["reference_ms"] = lambda: deform_conv2d_reference(input, offset, weight, bias, padding=padding, mask=mask)
+        try:
+            from torchvision.ops import deform_conv2d as torchvision_deform_conv2d
+        except ImportError:
+            torchvision_deform_conv2d = None
+        if torchvision_deform_conv2d is not None:
+            runs["torchvision_ms"] = lambda: torchvision_deform_conv2d(input, offset, weight, bias, padding=padding,
+                                                                       mask=mask)
+    samples: dict[str, list[float]] = {name: [] for name in runs}
     with torch.no_grad():
         for _ in range(warmup):
-            run_deform()
-            run_conv()
-        for _ in range(repeats):
-            deform_ms.append(time_once(run_deform, torch_device))
-            conv_ms.append(time_once(run_conv, torch_device))
-    deform = latency_stats(deform_ms)
-    conv = latency_stats(conv_ms)
-    return {
+            for run in runs.values():
+                run()
+        for _ in range(repeats):  # interleaved, so drifts of the machine hit every op alike
+            for name, run in runs.items():
+                samples[name].append(time_once(run, torch_device))
+    stats = {name: latency_stats(values) for name, values in samples.items()}
+    result = {
         "op": "deform_conv2d",
         "shape": list(shape),
         "kernel": kernel,
         "device": device,
-        "deform_ms": deform,
-        "conv_ms": conv,
-        "ratio": round(deform["p50"] / conv["p50"], 3),
+        "implementation": "triton" if kernel_served else "reference",
+        **stats,
+        "ratio": round(stats["deform_ms"]["p50"] / stats["conv_ms"]["p50"], 3),
         "machine": machine_info(torch_device),
     }
+    for other in ("reference", "torchvision"):
+        if f"{other}_ms" in stats:
+            result[f"speedup_vs_{other}"] = round(stats[f"{other}_ms"]["p50"] / stats["deform_ms"]["p50"], 3)
+    return result

@@ -54,12 +54,27 @@ def _model_rows(runs: list[dict]) -> list[str]:
 
 def _op_lines(r: dict) -> list[str]:
     if r.get("op") == "deform_conv2d":
+        others = "".join(
+            f"; {name} {r[f'{name}_ms']['p50']:.2f} ms ({r[f'speedup_vs_{name}']:.2f}x slower than ours)"
+            for name in ("reference", "torchvision") if f"{name}_ms" in r
+        )
         return [
-            "deform_conv2d vs conv2d (same shape, same run): input "
+            f"deform_conv2d ({r.get('implementation', 'reference')}) vs conv2d (same shape, same run): input "
             f"{tuple(r['shape'])}, {r['kernel']}x{r['kernel']}: {r['deform_ms']['p50']:.1f} ms vs "
-            f"{r['conv_ms']['p50']:.1f} ms, ratio **{r['ratio']:.2f}**.",
+            f"{r['conv_ms']['p50']:.1f} ms, ratio **{r['ratio']:.2f}**{others}.",
             "",
         ]
+    if r.get("op") == "ms_deform_attn":
+        names = [n for n in ("dispatch", "reference", "grid_sample") if f"{n}_ms" in r]
+        lines = [
+            f"ms_deform_attn at Mask2Former's encoder shapes for {r['size'][0]}x{r['size'][1]} ({r['tokens']} "
+            f"queries and tokens; ours: {r['implementation']}), p50 ms:",
+            "",
+            "| implementation | forward | forward + backward |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {n} | {r[f'{n}_ms']['p50']:.1f} | {r[f'{n}_backward_ms']['p50']:.1f} |" for n in names]
+        return lines + ["", f"Forward speed-up of ours over grid_sample: **{r['speedup_vs_grid_sample']:.2f}x**.", ""]
     if r.get("op") == "cross_attention":
         lines = [
             f"PEM cross-attention vs masked cross-attention ({r['queries']} queries, {r['channels']} channels, "

@@ -9,7 +9,7 @@ import torch
 from ros_seg.cli.arguments import add_json_argument, image_size, write_json
 from ros_seg.inference.segmenter import BACKENDS
 
-OPS = ("deform_conv2d", "cross_attention", "encoders", "train")
+OPS = ("deform_conv2d", "ms_deform_attn", "cross_attention", "encoders", "train")
 
 
 def backend_list(text: str) -> list[str]:
@@ -31,7 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Measure a model through the Segmenter on a random image: end-to-end latency "
         "(pre-process + model + post-process) and model-only latency p50/p95, FPS, peak memory "
         "(process peak RSS on CPU, peak allocated on GPU). With --op, micro-benchmark an operator "
-        "instead: deform_conv2d vs a plain conv of the same shape, or PEM cross-attention vs "
+        "instead: deform_conv2d vs a plain conv of the same shape ((1,128,128,256) on CPU, (1,128,256,512) on "
+        "GPU, where the pure-PyTorch reference and torchvision are timed too), or ms_deform_attn at "
+        "Mask2Former's encoder shapes for --size vs one grid_sample per level (forward, and forward + "
+        "backward), or PEM cross-attention vs "
         "masked cross-attention at the token counts of 1024x2048 feature maps, or the encoders (pixel "
         "decoders) of m2f_r50 and proscale_r50_111/222/333 on the same backbone features at --size, or "
         "training (--op train: iterations/s of pem_stdc1 at --size crops, batch 2, on generated scenes, and "
@@ -77,7 +80,12 @@ def run(args: argparse.Namespace) -> int:
     if args.op == "deform_conv2d":
         from ros_seg.bench.deform_conv_speed import bench_deform_conv2d
 
-        result = bench_deform_conv2d(device=args.device, warmup=args.warmup, repeats=args.repeats)
+        shape = (1, 128, 256, 512) if args.device.startswith("cuda") else (1, 128, 128, 256)
+        result = bench_deform_conv2d(shape=shape, device=args.device, warmup=args.warmup, repeats=args.repeats)
+    elif args.op == "ms_deform_attn":
+        from ros_seg.bench.ms_deform_attn_speed import bench_ms_deform_attn
+
+        result = bench_ms_deform_attn(size=args.size, device=args.device, warmup=args.warmup, repeats=args.repeats)
     elif args.op == "cross_attention":
         from ros_seg.bench.cross_attention_speed import bench_cross_attention
 
