@@ -408,6 +408,8 @@ STARTUP_FAILURES = {
     "device": ({"device": "gpu"}, "auto, cpu, cuda or cuda:N"),
     "backend": ({"backend": "openvino"}, "torch"),
     "precision": ({"precision": "fp64"}, "fp32"),
+    "compile": ({"compile": "fast"}, "reduce-overhead"),
+    "channels_last": ({"channels_last": "yes"}, "true or false"),
     "input_qos": ({"input_qos": "fast"}, "sensor_data, reliable"),
     "input_qos_depth": ({"input_qos_depth": 0}, ">= 1"),
     "max_rate_hz": ({"max_rate_hz": -2.0}, ">= 0"),

@@ -111,3 +111,24 @@ def test_bad_settings_are_rejected() -> None:
         Segmenter("pem_stdc1", device="cpu", backend="magic")
     with pytest.raises(ValueError, match="device"):
         resolve_device("tpu")
+    with pytest.raises(ValueError, match="compile mode"):
+        Segmenter("pem_stdc1", device="cpu", compile_mode="fastest")
+    with pytest.raises(ValueError, match="torch backend only"):
+        Segmenter("pem_stdc1", device="cpu", backend="onnxruntime", compile_mode="default")
+
+
+def test_compiled_model_gives_the_eager_outputs() -> None:
+    """torch.compile (inductor; CUDA graphs are the same on a GPU) traces our models: the same logits."""
+    from ros_seg.inference.backends.torch_backend import TorchBackend
+    from ros_seg.models.load import load_model
+
+    model = load_model("pem_stdc1").model
+    images = torch.rand(1, 3, 64, 128, generator=torch.Generator().manual_seed(0)) * 255
+    eager = TorchBackend(model, torch.device("cpu")).infer(images)
+    compiled_backend = TorchBackend(model, torch.device("cpu"), compile_mode="default")
+    compiled = compiled_backend.infer(images)
+    for ours, expected in zip(compiled, eager):
+        torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4)
+    again = compiled_backend.infer(images * 0.5)  # a second call reuses the compiled graph
+    torch.testing.assert_close(again[0], TorchBackend(model, torch.device("cpu")).infer(images * 0.5)[0],
+                               rtol=1e-4, atol=1e-4)

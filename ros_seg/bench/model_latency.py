@@ -52,6 +52,8 @@ class _Timer:
             "backend": seg.backend.name,
             "device": str(seg.device),
             "precision": seg.precision,
+            "channels_last": bool(getattr(seg.backend, "channels_last", False)),
+            "compile_mode": getattr(seg.backend, "compile_mode", "none"),
             "size": list(self.image.shape[:2]),
             "weights": str(weights) if weights else None,
             "repeats": repeats,
@@ -85,11 +87,13 @@ def bench_model(
     warmup: int = 2,
     repeats: int = 10,
     channels_last: bool = False,
+    compile_mode: str = "none",
 ) -> dict:
-    """Time `Segmenter.segment` on a random (H, W, 3) image and the backend's model call alone."""
+    """Time `Segmenter.segment` on a random (H, W, 3) image and the backend's model call alone (with
+    compile_mode, the warm-up runs include the compilation)."""
     seg = Segmenter(
         model=model, weights=weights, device=device, precision=precision, backend=backend,
-        input_size=_export_size(backend, size), channels_last=channels_last,
+        input_size=_export_size(backend, size), channels_last=channels_last, compile_mode=compile_mode,
     )
     if seg.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(seg.device)

@@ -7,6 +7,7 @@ import json
 import torch
 
 from ros_seg.cli.arguments import add_json_argument, image_size, write_json
+from ros_seg.inference.backends.torch_backend import COMPILE_MODES
 from ros_seg.inference.segmenter import BACKENDS
 
 OPS = ("deform_conv2d", "ms_deform_attn", "cross_attention", "encoders", "train")
@@ -65,6 +66,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="precision")
     p.add_argument("--channels-last", action="store_true", help="NHWC convolutions")
+    p.add_argument(
+        "--compile",
+        default="none",
+        choices=COMPILE_MODES,
+        help="torch backend: torch.compile mode (reduce-overhead adds CUDA graphs on GPUs); the warm-up runs "
+        "compile, so give --warmup 3 or more (default none: eager)",
+    )
     p.add_argument("--threads", type=int, help="CPU threads of torch and onnxruntime (default: torch's choice)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
     p.add_argument("--repeats", type=int, default=10, help="timed runs (default 10)")
@@ -131,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
             warmup=args.warmup,
             repeats=args.repeats,
             channels_last=args.channels_last,
+            compile_mode=args.compile,
         )
     result["command"] = "ros-seg bench " + " ".join(_argv_of(args))
     if args.json is not None:
@@ -156,4 +165,6 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
         out.append("--profile")
     if args.channels_last:
         out.append("--channels-last")
+    if args.compile != "none":
+        out += ["--compile", args.compile]
     return out

@@ -69,7 +69,9 @@ class Segmenter:
         output_resolution: "input" (label maps at the image's size) or "network".
         object_mask_threshold: panoptic query score threshold (default from the model config).
         overlap_threshold: panoptic overlap threshold (default from the model config).
-        channels_last: NHWC convolutions.
+        channels_last: NHWC convolutions (torch backend).
+        compile_mode: torch backend: "none" (eager) or a torch.compile mode ("default",
+            "reduce-overhead" = with CUDA graphs on GPUs, "max-autotune"); compiles on the first image of a size.
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class Segmenter:
         object_mask_threshold: float | None = None,
         overlap_threshold: float | None = None,
         channels_last: bool = False,
+        compile_mode: str = "none",
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
@@ -93,7 +96,7 @@ class Segmenter:
             raise ValueError(f"input_size must be (height, width) > 0, got {input_size}")
         self.device = resolve_device(device)
         size = tuple(input_size) if input_size is not None else None
-        opened = open_backend(backend, model, weights, self.device, precision, size, channels_last)
+        opened = open_backend(backend, model, weights, self.device, precision, size, channels_last, compile_mode)
         self.config = opened.config
         self.metadata: ClassMetadata = opened.metadata
         self.weights = opened.weights

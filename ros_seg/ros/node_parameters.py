@@ -16,7 +16,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from ros_seg.inference.backends.torch_backend import PRECISIONS
+from ros_seg.inference.backends.torch_backend import COMPILE_MODES, PRECISIONS
 from ros_seg.inference.segmenter import BACKENDS, OUTPUT_RESOLUTIONS
 from ros_seg.models.registry import model_names
 
@@ -58,6 +58,8 @@ class StartupSettings:
     backend: str
     device: str
     precision: str
+    channels_last: bool
+    compile_mode: str
     network_size: tuple[int, int] | None
     output_resolution: str
     max_rate_hz: float
@@ -115,6 +117,12 @@ def parameter_specs() -> tuple[ParameterSpec, ...]:
                       lambda v: isinstance(v, str) and _DEVICE.fullmatch(v) is not None),
         ParameterSpec("precision", "fp32", "Arithmetic precision of the model.",
                       f"one of {', '.join(PRECISIONS)}", _one_of(tuple(PRECISIONS))),
+        ParameterSpec("channels_last", False, "torch backend: NHWC convolutions (faster on GPUs).", "true or false",
+                      lambda v: isinstance(v, bool)),
+        ParameterSpec("compile", "none",
+                      "torch backend: torch.compile mode; reduce-overhead also records CUDA graphs on GPUs (the "
+                      "first frame of a size compiles, which takes minutes).",
+                      f"one of {', '.join(COMPILE_MODES)}", _one_of(COMPILE_MODES)),
         ParameterSpec("network_height", 0, "Height images are resized to before the network; 0 keeps their size.",
                       "an integer >= 0 (0 together with network_width)", lambda v: _is_int(v) and v >= 0),
         ParameterSpec("network_width", 0, "Width images are resized to before the network; 0 keeps their size.",
@@ -200,6 +208,8 @@ def read_parameters(node: Node) -> tuple[StartupSettings, RuntimeSettings]:
         backend=values["backend"],
         device=values["device"],
         precision=values["precision"],
+        channels_last=values["channels_last"],
+        compile_mode=values["compile"],
         network_size=network if min(network) > 0 else None,
         output_resolution=values["output_resolution"],
         max_rate_hz=values["max_rate_hz"],

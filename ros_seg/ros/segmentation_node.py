@@ -129,6 +129,8 @@ def build_segmenter(settings: StartupSettings) -> Segmenter:
             device=settings.device,
             precision=settings.precision,
             backend=settings.backend,
+            channels_last=settings.channels_last,
+            compile_mode=settings.compile_mode,
             input_size=settings.network_size,
             output_resolution=settings.output_resolution,
         )

@@ -77,13 +77,17 @@ def open_backend(
     precision: str,
     input_size: tuple[int, int] | None,
     channels_last: bool = False,
+    compile_mode: str = "none",
 ) -> OpenedBackend:
-    """Open backend `name` for a model given by name/config and/or a weights file (see the module docstring)."""
+    """Open backend `name` for a model given by name/config and/or a weights file (see the module docstring).
+    channels_last and compile_mode apply to the torch backend (the others compile their own graphs)."""
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}: use one of {', '.join(BACKENDS)}")
+    if name != "torch" and compile_mode != "none":
+        raise ValueError(f"compile mode {compile_mode!r} applies to the torch backend only, not to {name!r}")
     if name == "torch":
         loaded = load_model(model, weights)
-        backend = TorchBackend(loaded.model, device, precision, channels_last)
+        backend = TorchBackend(loaded.model, device, precision, channels_last, compile_mode)
         return OpenedBackend(backend, loaded.config, loaded.metadata, loaded.weights, None)
     if name == "onnxruntime":
         return _open_onnxruntime(model, weights, device, precision, input_size)
