@@ -2,7 +2,8 @@
 
     source scripts/env.sh && python benchmarks/node_soak.py [--duration 600] [--rate 30] [--size 1024x2048]
 
-Starts the node as its own process (pem_stdc1, random weights, CPU), publishes
+Starts the node as its own process (pem_stdc1, random weights, on --device: CPU by
+default; other node parameters with --node-param NAME:=VALUE), publishes
 rgb8 frames at `rate` Hz for `duration` seconds, samples
 the node's RSS every few seconds and reads its /diagnostics. It passes when
 the node stays up, its RSS stays flat after the warm-up (the peak RSS of the
@@ -10,7 +11,8 @@ last third of the run exceeds that of the first third after warm-up by less
 than 50 MB; RSS swings by hundreds of MB within each frame, so peaks are
 compared, sampled every second), every
 frame it received is counted as processed, dropped, rejected or failed, and
-it exits cleanly on SIGINT. Results: benchmarks/results/node_soak.{json,md}.
+it exits cleanly on SIGINT. Results: benchmarks/results/node_soak.{json,md}
+(node_soak_cuda.* for --device cuda: the GPU check of 0 drops at 30 Hz).
 
 Input QoS is reliable (keep last 1) by default: between processes, Fast DDS
 3.2 with its default transports delivers no best-effort 2048x1024 rgb8 sample
@@ -115,7 +117,9 @@ def markdown(r: dict) -> str:
         f"Machine: {m['cpu']}, {m['cpu_cores']} cores; torch {m['torch']}, Python {m['python']}, {m['os']}; "
         f"load average before / after: {r['load_average'][0]:.1f} / {r['load_average'][1]:.1f}.",
         f"Input: {r['size'][0]}x{r['size'][1]} rgb8 at {r['rate_hz']} Hz ({r['input_qos']} QoS) for {r['duration_s']} s; "
-        f"{r['model']} on CPU, random weights.",
+        f"{r['model']} on {r.get('device', 'cpu')}"
+        + "".join(f", {p}" for p in r.get("node_parameters", []))
+        + (f", GPU {m['gpu']}" if "gpu" in m else "") + ", random weights.",
         "",
         f"**{verdict}**: node up for the whole run: {r['node_stayed_up']}; exit code on SIGINT: {r['exit_code']}.",
         "",
@@ -144,6 +148,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=60.0, help="seconds before RSS must stay flat")
     parser.add_argument("--model", default="pem_stdc1")
     parser.add_argument("--qos", choices=("reliable", "sensor_data"), default="reliable", help="input QoS")
+    parser.add_argument("--device", default="cpu", help="the node's device parameter (default cpu)")
+    parser.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="another node parameter, e.g. precision:=fp16 (repeatable)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -153,9 +160,11 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     log = tempfile.NamedTemporaryFile(prefix="node_soak_", suffix=".log", delete=False)
     command = [sys.executable, "-m", "ros_seg.ros.segmentation_node", "--ros-args", "-r", f"__ns:={NAMESPACE}",
-               "-p", "device:=cpu", "-p", f"model:={args.model}", "-p", f"input_qos:={args.qos}"]
+               "-p", f"device:={args.device}", "-p", f"model:={args.model}", "-p", f"input_qos:={args.qos}"]
+    for param in args.node_param:
+        command += ["-p", param]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
-    rclpy.init()
+    rclpy.init(args=[])  # not sys.argv: its NAME:=VALUE options would read as remappings
     reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
     client = SoakClient(reliable if args.qos == "reliable" else qos_profile_sensor_data)
     if not wait(lambda: client.publisher.get_subscription_count() > 0, 120):
@@ -204,8 +213,12 @@ def main() -> None:
     result = {
         "benchmark": "node_soak",
         "command": f"python benchmarks/node_soak.py --duration {args.duration:g} --rate {args.rate:g} "
-                   f"--size {args.size} --warmup {args.warmup:g} --qos {args.qos}",
+                   f"--size {args.size} --warmup {args.warmup:g} --qos {args.qos}"
+                   + (f" --device {args.device}" if args.device != "cpu" else "")
+                   + "".join(f" --node-param {p}" for p in args.node_param),
         "model": args.model,
+        "device": args.device,
+        "node_parameters": args.node_param,
         "size": [height, width],
         "rate_hz": args.rate,
         "input_qos": args.qos,
@@ -226,12 +239,13 @@ def main() -> None:
         "latency_p95_ms": status.get("latency_p95_ms"),
         "node_log": log.name,
         "load_average": [load_before, os.getloadavg()[0]],
-        "machine": machine_info(torch.device("cpu")),
+        "machine": machine_info(torch.device(args.device if args.device.startswith("cuda") else "cpu")),
     }
     result["passed"] = stayed_up and accounted and growth < RSS_GROWTH_LIMIT_MB and exit_code == 0
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "node_soak.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "node_soak.md").write_text(markdown(result))
+    stem = "node_soak" if args.device == "cpu" else f"node_soak_{args.device.replace(':', '')}"
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(result))
     print(markdown(result))
     sys.exit(0 if result["passed"] else 1)
 
