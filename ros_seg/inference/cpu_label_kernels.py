@@ -51,6 +51,14 @@ def _sigmoid(x):
 
 
 @numba.njit(cache=True, nogil=True)
+def _cell_span(cell, low, start, count, size):
+    """Along one axis: a cell's low-res index, the next one (clamped at the border), its first output
+    index and its number of output indices."""
+    i = low[cell]
+    return i, min(i + 1, size - 1), start[cell], count[cell]
+
+
+@numba.njit(cache=True, nogil=True)
 def _argmax_rows(scores, out, first, end, row_low, row_start, row_count, row_weight,
                  col_low, col_start, col_count, col_weight):
     """Semantic labels of cell rows [first, end): out[y, x] = argmax_k of the bilinear scores[k]."""
@@ -58,13 +66,9 @@ def _argmax_rows(scores, out, first, end, row_low, row_start, row_count, row_wei
     high = np.empty(k_total, np.float32)
     candidates = np.empty(k_total, np.int64)
     for ci in range(first, end):
-        i = row_low[ci]
-        i1 = min(i + 1, h - 1)
-        y0 = row_start[ci]
-        ny = row_count[ci]
+        i, i1, y0, ny = _cell_span(ci, row_low, row_start, row_count, h)
         for cj in range(col_low.shape[0]):
-            j = col_low[cj]
-            j1 = min(j + 1, w - 1)
+            j, j1, x0, nx = _cell_span(cj, col_low, col_start, col_count, w)
             floor = -np.inf
             # argmax at each corner: when all four agree, the whole cell agrees
             b00 = b10 = b01 = b11 = 0
@@ -82,8 +86,6 @@ def _argmax_rows(scores, out, first, end, row_low, row_start, row_count, row_wei
                 low = min(min(a, b), min(c, d))
                 high[k] = max(max(a, b), max(c, d))
                 floor = max(floor, low)
-            x0 = col_start[cj]
-            nx = col_count[cj]
             n = 0
             if b00 == b10 and b00 == b01 and b00 == b11:
                 candidates[0] = b00
@@ -130,15 +132,9 @@ def _query_rows(logits, scores, low, high, low_value, high_value, out, counts, o
     candidates = np.empty(n_total, np.int64)
     pixel_logit = np.empty(n_total, np.float32)
     for ci in range(first, end):
-        i = row_low[ci]
-        i1 = min(i + 1, h - 1)
-        y0 = row_start[ci]
-        ny = row_count[ci]
+        i, i1, y0, ny = _cell_span(ci, row_low, row_start, row_count, h)
         for cj in range(col_low.shape[0]):
-            j = col_low[cj]
-            j1 = min(j + 1, w - 1)
-            x0 = col_start[cj]
-            nx = col_count[cj]
+            j, j1, x0, nx = _cell_span(cj, col_low, col_start, col_count, w)
             floor = -np.inf
             best = 0
             for q in range(n_total):

@@ -41,12 +41,14 @@ def available() -> bool:
 
 
 if triton is not None:
+    from ros_seg.ops.triton_sampling import floor_split
 
     @triton.jit
     def _sampling(offset, mask, n, g, k, taps, offset_groups, pixels, w_out, kw, stride_h, stride_w, pad_h, pad_w,
                   dil_h, dil_w, p, p_live, HAS_MASK: tl.constexpr):
-        """Per output pixel p of tap k, offset group g: flat offset index of dy, the sampling position
-        (py, px) in input pixels, and the modulation."""
+        """Per output pixel p of tap k, offset group g: flat offset index of dy, the top-left neighbour
+        (y0, x0) and fractions (fy, fx) of the sampling position, whether anything is sampled (torchvision:
+        nothing at or beyond -1), and the modulation."""
         tap_row = ((n * offset_groups + g) * taps + k).to(tl.int64)
         dy_index = (2 * tap_row) * pixels + p
         dy = tl.load(offset + dy_index, mask=p_live, other=0.0).to(tl.float32)
@@ -59,7 +61,9 @@ if triton is not None:
         x = p % w_out
         py = (y * stride_h - pad_h + (k // kw) * dil_h).to(tl.float32) + dy
         px = (x * stride_w - pad_w + (k % kw) * dil_w).to(tl.float32) + dx
-        return dy_index, py, px, modulation
+        y0, fy = floor_split(py)
+        x0, fx = floor_split(px)
+        return dy_index, y0, x0, fy, fx, p_live & (py > -1.0) & (px > -1.0), modulation
 
     @triton.jit
     def _corner(input, plane, height, width, yi, xi, live, c_live):
@@ -71,6 +75,13 @@ if triton is not None:
         return tl.load(input + offset, mask=keep, other=0.0).to(tl.float32), offset, keep
 
     @triton.jit
+    def _channel_block(c0, per_group, g, n, channels, height, width, BLOCK_C: tl.constexpr):
+        """Channels c0.. of offset group g (which are real, their indices) and their planes' offsets."""
+        c_local = c0 + tl.arange(0, BLOCK_C)
+        c = (g * per_group + c_local).to(tl.int64)
+        return c_local < per_group, c, (n * channels + c) * height * width
+
+    @triton.jit
     def _columns_kernel(input, offset, mask, columns, channels, height, width, w_out, pixels, kw, taps,
                         offset_groups, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
                         HAS_MASK: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
@@ -79,25 +90,16 @@ if triton is not None:
         k = tl.program_id(1) % taps
         n = tl.program_id(2).to(tl.int64)
         p_live = p < pixels
-        _, py, px, modulation = _sampling(offset, mask, n, g, k, taps, offset_groups, pixels, w_out, kw, stride_h,
-                                          stride_w, pad_h, pad_w, dil_h, dil_w, p, p_live, HAS_MASK)
-        y0f = tl.floor(py)
-        x0f = tl.floor(px)
-        fy = py - y0f
-        fx = px - x0f
-        y0 = y0f.to(tl.int32)
-        x0 = x0f.to(tl.int32)
-        live = p_live & (py > -1.0) & (px > -1.0)  # torchvision: nothing is sampled at or beyond -1
+        _, y0, x0, fy, fx, live, modulation = _sampling(offset, mask, n, g, k, taps, offset_groups, pixels, w_out,
+                                                        kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, p,
+                                                        p_live, HAS_MASK)
         w00 = (1.0 - fy) * (1.0 - fx) * modulation
         w01 = (1.0 - fy) * fx * modulation
         w10 = fy * (1.0 - fx) * modulation
         w11 = fy * fx * modulation
         per_group = channels // offset_groups
         for c0 in range(0, per_group, BLOCK_C):
-            c_local = c0 + tl.arange(0, BLOCK_C)
-            c_live = c_local < per_group
-            c = (g * per_group + c_local).to(tl.int64)
-            plane = (n * channels + c) * height * width
+            c_live, c, plane = _channel_block(c0, per_group, g, n, channels, height, width, BLOCK_C)
             v00, _, _ = _corner(input, plane, height, width, y0, x0, live, c_live)
             v01, _, _ = _corner(input, plane, height, width, y0, x0 + 1, live, c_live)
             v10, _, _ = _corner(input, plane, height, width, y0 + 1, x0, live, c_live)
@@ -117,24 +119,15 @@ if triton is not None:
         k = tl.program_id(1) % taps
         n = tl.program_id(2).to(tl.int64)
         p_live = p < pixels
-        dy_index, py, px, modulation = _sampling(offset, mask, n, g, k, taps, offset_groups, pixels, w_out, kw,
-                                                 stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, p, p_live, HAS_MASK)
-        y0f = tl.floor(py)
-        x0f = tl.floor(px)
-        fy = py - y0f
-        fx = px - x0f
-        y0 = y0f.to(tl.int32)
-        x0 = x0f.to(tl.int32)
-        live = p_live & (py > -1.0) & (px > -1.0)
+        dy_index, y0, x0, fy, fx, live, modulation = _sampling(offset, mask, n, g, k, taps, offset_groups, pixels,
+                                                               w_out, kw, stride_h, stride_w, pad_h, pad_w, dil_h,
+                                                               dil_w, p, p_live, HAS_MASK)
         grad_py = tl.zeros((BLOCK_P,), tl.float32)
         grad_px = tl.zeros((BLOCK_P,), tl.float32)
         grad_modulation = tl.zeros((BLOCK_P,), tl.float32)
         per_group = channels // offset_groups
         for c0 in range(0, per_group, BLOCK_C):
-            c_local = c0 + tl.arange(0, BLOCK_C)
-            c_live = c_local < per_group
-            c = (g * per_group + c_local).to(tl.int64)
-            plane = (n * channels + c) * height * width
+            c_live, c, plane = _channel_block(c0, per_group, g, n, channels, height, width, BLOCK_C)
             row = ((n * channels + c) * taps + k) * pixels
             gc = tl.load(grad_columns + row[:, None] + p[None, :], mask=c_live[:, None] & p_live[None, :],
                          other=0.0).to(tl.float32)

@@ -38,6 +38,7 @@ def available() -> bool:
 
 
 if triton is not None:
+    from ros_seg.ops.triton_sampling import floor_split
 
     @triton.jit
     def _corner(value, n, m, tokens, heads: tl.constexpr, channels, start, height, width, yi, xi, live, d, d_live):
@@ -51,31 +52,39 @@ if triton is not None:
         return tl.load(value + offset, mask=mask, other=0.0).to(tl.float32), offset, mask
 
     @triton.jit
+    def _level(shapes, starts, level):
+        """Height, width and first token of a level."""
+        height = tl.load(shapes + 2 * level).to(tl.int32)
+        width = tl.load(shapes + 2 * level + 1).to(tl.int32)
+        return height, width, tl.load(starts + level).to(tl.int32)
+
+    @triton.jit
+    def _point(locations, weights, sample, live, height, width):
+        """Top-left neighbour (y0, x0), fractions (fy, fx) and attention weight of each query's sample."""
+        px = tl.load(locations + 2 * sample, mask=live, other=0.0).to(tl.float32) * width - 0.5
+        py = tl.load(locations + 2 * sample + 1, mask=live, other=0.0).to(tl.float32) * height - 0.5
+        y0, fy = floor_split(py)
+        x0, fx = floor_split(px)
+        return y0, x0, fy, fx, tl.load(weights + sample, mask=live, other=0.0).to(tl.float32)
+
+    @triton.jit
+    def _program_block(queries, channels, heads: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
+        """This program's queries (and which are real), image n, head m, and channels (and which are real)."""
+        q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+        d = tl.arange(0, BLOCK_D)
+        return q, q < queries, (tl.program_id(1) // heads).to(tl.int64), tl.program_id(1) % heads, d, d < channels
+
+    @triton.jit
     def _forward_kernel(value, shapes, starts, locations, weights, out, queries, tokens, levels, points, channels,
                         heads: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
-        q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
-        n = (tl.program_id(1) // heads).to(tl.int64)
-        m = tl.program_id(1) % heads
-        live = q < queries
-        d = tl.arange(0, BLOCK_D)
-        d_live = d < channels
+        q, live, n, m, d, d_live = _program_block(queries, channels, heads, BLOCK_Q, BLOCK_D)
         acc = tl.zeros((BLOCK_Q, BLOCK_D), dtype=tl.float32)
         sample_base = ((n * queries + q) * heads + m) * levels * points  # (BLOCK_Q,) first sample index
         for level in range(levels):
-            height = tl.load(shapes + 2 * level).to(tl.int32)
-            width = tl.load(shapes + 2 * level + 1).to(tl.int32)
-            start = tl.load(starts + level).to(tl.int32)
+            height, width, start = _level(shapes, starts, level)
             for p in range(points):
                 sample = sample_base + level * points + p
-                px = tl.load(locations + 2 * sample, mask=live, other=0.0).to(tl.float32) * width - 0.5
-                py = tl.load(locations + 2 * sample + 1, mask=live, other=0.0).to(tl.float32) * height - 0.5
-                a = tl.load(weights + sample, mask=live, other=0.0).to(tl.float32)
-                x0f = tl.floor(px)
-                y0f = tl.floor(py)
-                fx = px - x0f
-                fy = py - y0f
-                x0 = x0f.to(tl.int32)
-                y0 = y0f.to(tl.int32)
+                y0, x0, fy, fx, a = _point(locations, weights, sample, live, height, width)
                 v00, _, _ = _corner(value, n, m, tokens, heads, channels, start, height, width, y0, x0, live, d, d_live)
                 v01, _, _ = _corner(value, n, m, tokens, heads, channels, start, height, width, y0, x0 + 1, live, d,
                                     d_live)
@@ -95,30 +104,15 @@ if triton is not None:
     def _backward_kernel(value, shapes, starts, locations, weights, grad_out, grad_value, grad_locations,
                          grad_weights, queries, tokens, levels, points, channels,
                          heads: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
-        q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
-        n = (tl.program_id(1) // heads).to(tl.int64)
-        m = tl.program_id(1) % heads
-        live = q < queries
-        d = tl.arange(0, BLOCK_D)
-        d_live = d < channels
+        q, live, n, m, d, d_live = _program_block(queries, channels, heads, BLOCK_Q, BLOCK_D)
         out_offset = (((n * queries + q) * heads + m) * channels)[:, None] + d[None, :]
         g = tl.load(grad_out + out_offset, mask=live[:, None] & d_live[None, :], other=0.0).to(tl.float32)
         sample_base = ((n * queries + q) * heads + m) * levels * points
         for level in range(levels):
-            height = tl.load(shapes + 2 * level).to(tl.int32)
-            width = tl.load(shapes + 2 * level + 1).to(tl.int32)
-            start = tl.load(starts + level).to(tl.int32)
+            height, width, start = _level(shapes, starts, level)
             for p in range(points):
                 sample = sample_base + level * points + p
-                px = tl.load(locations + 2 * sample, mask=live, other=0.0).to(tl.float32) * width - 0.5
-                py = tl.load(locations + 2 * sample + 1, mask=live, other=0.0).to(tl.float32) * height - 0.5
-                a = tl.load(weights + sample, mask=live, other=0.0).to(tl.float32)
-                x0f = tl.floor(px)
-                y0f = tl.floor(py)
-                fx = px - x0f
-                fy = py - y0f
-                x0 = x0f.to(tl.int32)
-                y0 = y0f.to(tl.int32)
+                y0, x0, fy, fx, a = _point(locations, weights, sample, live, height, width)
                 v00, o00, k00 = _corner(value, n, m, tokens, heads, channels, start, height, width, y0, x0, live, d,
                                         d_live)
                 v01, o01, k01 = _corner(value, n, m, tokens, heads, channels, start, height, width, y0, x0 + 1, live,
