@@ -183,13 +183,17 @@ class Segmenter:
         if sem_dtype == torch.int32:
             semantic_np = semantic_np.astype(np.uint16)
         panoptic_np = pan.panoptic.cpu().numpy()
-        host = {k: v.cpu().tolist() for k, v in stats.items()}
-        classes, scores = pan.classes.cpu().tolist(), pan.scores.cpu().tolist()
+        # Every per-segment number in one (S, 9) float64 table: one copy back from an accelerator.
+        columns = ("area", "x0", "y0", "x1", "y1", "cx", "cy")
+        table = torch.stack([stats[k].double() for k in columns] + [pan.classes.double(), pan.scores.double()], 1)
+        rows = table.cpu().tolist()
+        host = {k: [row[j] for row in rows] for j, k in enumerate(columns)}
+        classes, scores = [int(row[7]) for row in rows], [row[8] for row in rows]
         segments = []
         for i, (cls, score) in enumerate(zip(classes, scores)):
             if host["area"][i] == 0:
                 continue
-            x0, y0, x1, y1 = host["x0"][i], host["y0"][i], host["x1"][i], host["y1"][i]
+            x0, y0, x1, y1 = (int(host[k][i]) for k in ("x0", "y0", "x1", "y1"))
             segments.append(
                 Segment(
                     id=i + 1,
