@@ -93,3 +93,27 @@ def test_bench_training_reports_speed_and_loader_share(tmp_path: Path) -> None:
     out = json.loads(dest.read_text())
     assert out["op"] == "train" and out["batch_size"] == 2 and out["iterations_timed"] == 2
     assert out["iterations_per_s"] > 0 and 0 <= out["loader_share"] < 1
+
+
+def test_commands_work_where_an_optional_package_is_missing(tmp_path: Path) -> None:
+    """On a machine without rosbags (a GPU box holding only PyTorch), bench still runs; make-bag says what
+    is missing and exits 2."""
+    blocker = (
+        "import importlib.abc, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] == 'rosbags':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from ros_seg.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    script = tmp_path / "without_rosbags.py"
+    script.write_text(blocker)
+    bench = subprocess.run([sys.executable, str(script), "bench", "--op", "cross_attention", "--repeats", "1",
+                            "--warmup", "0", "--json", "-"], capture_output=True, text=True)
+    assert bench.returncode == 0, bench.stderr
+    assert json.loads(bench.stdout)["op"] == "cross_attention"
+    bag = subprocess.run([sys.executable, str(script), "make-bag", "--out", str(tmp_path / "b")],
+                         capture_output=True, text=True)
+    assert bag.returncode == 2 and "'rosbags'" in bag.stderr and "setup.sh" in bag.stderr

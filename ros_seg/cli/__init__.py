@@ -27,13 +27,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"ros_seg.cli.{name.replace('-', '_')}").register(sub)
+        try:
+            module = importlib.import_module(f"ros_seg.cli.{name.replace('-', '_')}")
+        except ModuleNotFoundError as exc:
+            if not exc.name or exc.name.split(".")[0] == "ros_seg":
+                raise
+            _register_unavailable(sub, name, exc.name.split(".")[0])
+            continue
+        module.register(sub)
     return parser
+
+
+def _register_unavailable(sub: argparse._SubParsersAction, name: str, package: str) -> None:
+    """A subcommand whose Python package is missing here (say rosbags on a GPU box holding only PyTorch):
+    the other commands keep working, and this one says what to install."""
+    p = sub.add_parser(name, help=f"(unavailable here: needs the Python package {package!r})", add_help=False)
+
+    def run(args: argparse.Namespace) -> int:
+        print(f"ros-seg {name}: error: this command needs the Python package {package!r}, which is not installed: "
+              "run scripts/setup.sh (or pip install -r requirements/core.txt)", file=sys.stderr)
+        return 2
+
+    p.set_defaults(func=run, takes_any_arguments=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "takes_any_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
