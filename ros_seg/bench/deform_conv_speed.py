@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ros_seg.bench.machine import machine_info
-from ros_seg.bench.timing import latency_stats, time_once
+from ros_seg.bench.timing import time_interleaved
 from ros_seg.ops import GPU_KERNELS, deform_conv2d, deform_conv2d_reference
 
 
@@ -65,15 +65,8 @@ def bench_deform_conv2d(
         if torchvision_deform_conv2d is not None:
             runs["torchvision_ms"] = lambda: torchvision_deform_conv2d(input, offset, weight, bias, padding=padding,
                                                                        mask=mask)
-    samples: dict[str, list[float]] = {name: [] for name in runs}
     with torch.no_grad():
-        for _ in range(warmup):
-            for run in runs.values():
-                run()
-        for _ in range(repeats):  # interleaved, so drifts of the machine hit every op alike
-            for name, run in runs.items():
-                samples[name].append(time_once(run, torch_device))
-    stats = {name: latency_stats(values) for name, values in samples.items()}
+        stats = time_interleaved(runs, warmup, repeats, torch_device)
     result = {
         "op": "deform_conv2d",
         "shape": list(shape),

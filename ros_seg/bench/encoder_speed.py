@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ros_seg.bench.machine import machine_info
-from ros_seg.bench.timing import latency_stats, time_once
+from ros_seg.bench.timing import time_interleaved
 from ros_seg.models.backbones import build_backbone
 from ros_seg.models.registry import PIXEL_DECODERS, load_model_config
 
@@ -53,16 +53,10 @@ def bench_encoders(
     }
     generator = torch.Generator().manual_seed(0)
     image = torch.randn(1, 3, *size, generator=generator).to(torch_device)
-    samples: dict[str, list[float]] = {name: [] for name in models}
     with torch.no_grad():
         features = backbone(image)
-        for _ in range(warmup):
-            for decoder in decoders.values():
-                decoder(features)
-        for _ in range(repeats):
-            for name, decoder in decoders.items():
-                samples[name].append(time_once(partial(decoder, features), torch_device))
-    stats = {name: latency_stats(ms) for name, ms in samples.items()}
+        stats = time_interleaved({name: partial(d, features) for name, d in decoders.items()}, warmup, repeats,
+                                 torch_device)
     baseline = models[0]
     return {
         "op": "encoders",

@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 
 from ros_seg.bench.machine import machine_info
-from ros_seg.bench.timing import latency_stats, time_once
+from ros_seg.bench.timing import time_interleaved
+from ros_seg.models.pixel_decoders.msdeformattn_pixel_decoder import level_geometry
 from ros_seg.ops import GPU_KERNELS, ms_deform_attn, ms_deform_attn_reference
 from ros_seg.ops.ms_deform_attn_onnx import ms_deform_attn_grid_sample
 
@@ -28,21 +29,14 @@ def encoder_inputs(size: tuple[int, int], device: torch.device, generator: torch
     """(value, spatial_shapes, level_start_index, sampling_locations, attention_weights) of the encoder's
     self-attention for an image of `size`, with locations spread around each query's own position."""
     shapes = [(-(-size[0] // s), -(-size[1] // s)) for s in STRIDES]
-    spatial_shapes = torch.tensor(shapes, dtype=torch.long)
-    areas = spatial_shapes.prod(1)
-    level_start_index = torch.cat((areas.new_zeros(1), areas.cumsum(0)[:-1]))
-    tokens, levels = int(areas.sum()), len(shapes)
+    # The integer tensors stay on the CPU, as the model keeps them (no device synchronization to read them).
+    centres, spatial_shapes, level_start_index = level_geometry(shapes, torch.device("cpu"), torch.float32)
+    tokens, levels = centres.shape[0], len(shapes)
     value = torch.randn(1, tokens, HEADS, CHANNELS, generator=generator)
-    centres = torch.cat([
-        torch.stack(torch.meshgrid((torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w, indexing="ij")[::-1],
-                    dim=-1).view(-1, 2)
-        for h, w in shapes
-    ])  # (S, 2) as (x, y)
     jitter = torch.randn(1, tokens, HEADS, levels, POINTS, 2, generator=generator) * 0.02
     locations = centres.view(1, tokens, 1, 1, 1, 2) + jitter
     weights = torch.rand(1, tokens, HEADS, levels * POINTS, generator=generator).softmax(-1)
     weights = weights.view(1, tokens, HEADS, levels, POINTS)
-    # The integer tensors stay on the CPU, as the model keeps them (no device synchronization to read them).
     return [value.to(device), spatial_shapes, level_start_index, locations.to(device), weights.to(device)]
 
 
@@ -84,14 +78,7 @@ def bench_ms_deform_attn(
 
     runs = {f"{name}_ms": forward(op) for name, op in ops.items()}
     runs.update({f"{name}_backward_ms": forward_backward(op) for name, op in ops.items()})
-    samples: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(warmup):
-        for run in runs.values():
-            run()
-    for _ in range(repeats):
-        for name, run in runs.items():
-            samples[name].append(time_once(run, torch_device))
-    stats = {name: latency_stats(values) for name, values in samples.items()}
+    stats = time_interleaved(runs, warmup, repeats, torch_device)
     return {
         "op": "ms_deform_attn",
         "size": list(size),

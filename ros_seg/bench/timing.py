@@ -37,3 +37,19 @@ def time_calls(fn: Callable[[], object], warmup: int, repeats: int, device: torc
     for _ in range(warmup):
         fn()
     return [time_once(fn, device) for _ in range(repeats)]
+
+
+def time_interleaved(
+    runs: dict[str, Callable[[], object]], warmup: int, repeats: int, device: torch.device
+) -> dict[str, dict[str, float]]:
+    """Latency stats of each named call, the calls taking turns (so drifts of a shared machine hit
+    them alike): `warmup` untimed rounds, then `repeats` timed ones."""
+    for _ in range(warmup):
+        for run in runs.values():
+            run()
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            samples[name].append(time_once(run, device))
+    return {name: latency_stats(values) for name, values in samples.items()}
+

@@ -72,17 +72,25 @@ def flatten_levels(maps: list[Tensor], level_embed: Tensor, position_encoding: n
         ],
         dim=1,
     )  # (1, S, C)
+    centres, spatial_shapes, level_start_index = level_geometry(shapes, tokens.device, tokens.dtype)
+    reference_points = centres[None, :, None].expand(batch, -1, len(maps), -1)  # (B, S, L, 2)
+    return FlatLevels(tokens, positions.expand(batch, -1, -1), reference_points, spatial_shapes, level_start_index)
+
+
+def level_geometry(
+    shapes: list[tuple[int, int]], device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Of levels of sizes `shapes` (H_l, W_l), flattened in order: every token's pixel centre as
+    normalized (x, y) (S, 2) on `device`, and the CPU int64 spatial_shapes (L, 2) and level_start_index (L,)."""
     centres = []
     for height, width in shapes:
-        ys = (torch.arange(height, device=tokens.device, dtype=tokens.dtype) + 0.5) / height
-        xs = (torch.arange(width, device=tokens.device, dtype=tokens.dtype) + 0.5) / width
+        ys = (torch.arange(height, device=device, dtype=dtype) + 0.5) / height
+        xs = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width
         grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
         centres.append(torch.stack((grid_x.flatten(), grid_y.flatten()), dim=-1))  # (H*W, 2)
-    reference_points = torch.cat(centres)[None, :, None].expand(batch, -1, len(maps), -1)  # (B, S, L, 2)
     spatial_shapes = torch.tensor(shapes, dtype=torch.long)
     areas = spatial_shapes.prod(1)
-    level_start_index = torch.cat((areas.new_zeros(1), areas.cumsum(0)[:-1]))
-    return FlatLevels(tokens, positions.expand(batch, -1, -1), reference_points, spatial_shapes, level_start_index)
+    return torch.cat(centres), spatial_shapes, torch.cat((areas.new_zeros(1), areas.cumsum(0)[:-1]))
 
 
 def unflatten_levels(tokens: Tensor, spatial_shapes: Tensor) -> list[Tensor]:
