@@ -22,6 +22,7 @@ same arithmetic, in the same order, as a per-pixel bilinear lookup.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,6 +159,24 @@ class CellGrid:
     def pairs_per_chunk(self) -> int:
         """Pairs whose blocks hold at most about MAX_BLOCK_VALUES values."""
         return max(1, MAX_BLOCK_VALUES // self.block_size)
+
+
+def cell_grid(
+    low_size: tuple[int, int],
+    valid_size: tuple[int, int],
+    padded_size: tuple[int, int],
+    out_size: tuple[int, int],
+    device: torch.device,
+) -> CellGrid:
+    """`CellGrid.create`, remembered per geometry: a camera stream asks for the same grid every frame
+    (twice: semantic and panoptic). Grids are only read, never changed."""
+    sizes = (low_size, valid_size, padded_size, out_size)
+    return _remembered_grid(*(tuple(int(v) for v in size) for size in sizes), torch.device(device))
+
+
+@functools.lru_cache(maxsize=16)
+def _remembered_grid(low_size, valid_size, padded_size, out_size, device) -> CellGrid:  # noqa: ANN001
+    return CellGrid.create(low_size, valid_size, padded_size, out_size, device)
 
 
 def _gather_2d(maps: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ from ros_seg.inference.cell_upsampling import (
     CellLabels,
     argmax_first,
     cat_or_empty,
+    cell_grid,
     chunks,
     corner_range,
     group_blocks,
@@ -88,7 +89,7 @@ def semantic_inference(
     """(Q, K+1), (Q, h, w) -> (H, W) class ids (argmax of the resized class score maps);
     uint8 when K <= 255, else int64."""
     scores = semantic_scores(class_logits, mask_logits)
-    grid = CellGrid.create(tuple(scores.shape[-2:]), valid_size, padded_size, out_size, scores.device)
+    grid = cell_grid(tuple(scores.shape[-2:]), valid_size, padded_size, out_size, scores.device)
     if compiled_kernels(scores.device):
         dtype = torch.uint8 if scores.shape[0] <= 255 else torch.int64
         return cpu_label_kernels.upsampled_argmax_map(scores, grid, dtype)
@@ -183,7 +184,7 @@ def panoptic_inference(
         return _empty_panoptic(out_size, device)
     scores, labels = scores[keep], labels[keep]
     logits = mask_logits[keep].float()  # (N, h, w)
-    grid = CellGrid.create(tuple(logits.shape[-2:]), valid_size, padded_size, out_size, device)
+    grid = cell_grid(tuple(logits.shape[-2:]), valid_size, padded_size, out_size, device)
     n = scores.shape[0]
     if compiled_kernels(device):
         query_map, query_counts, original_area = cpu_label_kernels.query_label_map(logits, scores, grid)
