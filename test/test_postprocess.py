@@ -192,6 +192,7 @@ def test_cell_upsampling_equals_full_resolution(low, valid, padded, out, label_p
         rendered, counts, area = cpu_label_kernels.query_label_map(masks, scores, grid)
         tensor_labels, tensor_area = _panoptic_labels(masks, scores, grid)
         # The two implementations agree exactly, not only up to ties.
+        assert rendered.dtype == torch.uint8
         assert rendered.tolist() == tensor_labels.render(torch.int32).tolist()
         assert area.tolist() == tensor_area.tolist()
     else:
@@ -207,13 +208,29 @@ def test_cell_upsampling_equals_full_resolution(low, valid, padded, out, label_p
     expected = table[rendered.long()]
     ref_stats = segment_statistics(expected, 11)
     if label_path == "compiled":
-        mapped = rendered.clone()
-        stats = cpu_label_kernels.relabel_with_statistics(mapped, table, 12)
-        assert mapped.tolist() == expected.tolist()
+        mapped, stats = cpu_label_kernels.relabel_with_statistics(rendered, table, 12)
+        assert mapped.dtype == torch.int32 and mapped.tolist() == expected.tolist()
     else:
         stats = labels.map(table).statistics(12)
     for key, value in ref_stats.items():
         torch.testing.assert_close(stats[key][1:].to(value.dtype), value, msg=key)
+
+
+def test_compiled_query_map_widens_past_254_queries() -> None:
+    """With 255 kept queries or more, labels no longer fit in a byte: the compiled map is int32 and
+    still equals the tensor path's."""
+    from ros_seg.inference.cell_upsampling import CellGrid
+    from ros_seg.inference.postprocess import _panoptic_labels
+
+    masks = _smooth_logits(300, 8, 12, seed=4)
+    scores = torch.rand(300) * 0.5 + 0.5
+    grid = CellGrid.create((8, 12), (32, 48), (32, 48), (50, 70), torch.device("cpu"))
+    rendered, counts, area = cpu_label_kernels.query_label_map(masks, scores, grid)
+    labels, tensor_area = _panoptic_labels(masks, scores, grid)
+    assert rendered.dtype == torch.int32 and int(rendered.max()) > 255
+    assert rendered.tolist() == labels.render(torch.int32).tolist()
+    assert area.tolist() == tensor_area.tolist()
+    assert counts.tolist() == torch.bincount(rendered.flatten().long(), minlength=301).tolist()
 
 
 def test_label_maps_from_concurrent_threads_equal_serial_ones() -> None:

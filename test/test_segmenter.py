@@ -66,9 +66,20 @@ def test_bfloat16_autocast_on_cpu(image: np.ndarray) -> None:
     assert r.semantic.shape == (70, 90) and seg.precision == "bf16"
 
 
+def _area_weights(src: int, dst: int) -> np.ndarray:
+    """(dst, src) matrix: the fraction of output pixel i's footprint covered by input pixel j."""
+    edges = np.arange(dst + 1) * src / dst
+    left, right = np.arange(src)[None, :], np.arange(1, src + 1)[None, :]
+    overlap = np.clip(np.minimum(right, edges[1:, None]) - np.maximum(left, edges[:-1, None]), 0, None)
+    return overlap / (src / dst)
+
+
 @pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8"])
-def test_resize_on_uint8_matches_float_resize(image: np.ndarray, encoding: str) -> None:
-    """The CPU path resizes the 8-bit pixels; within one grey level of resizing the float image."""
+def test_cpu_resize_averages_areas_when_shrinking_and_interpolates_when_growing(image: np.ndarray,
+                                                                              encoding: str) -> None:
+    """On the CPU a shrinking resize is the area-weighted mean of the input pixels an output pixel
+    covers, a growing one bilinear (align_corners=False) — within the one grey level of 8-bit
+    rounding, for every encoding."""
     pixels = {
         "rgb8": image,
         "bgr8": image[:, :, ::-1],
@@ -78,11 +89,16 @@ def test_resize_on_uint8_matches_float_resize(image: np.ndarray, encoding: str) 
     }[encoding]
     full = image_to_tensor(pixels, encoding, torch.device("cpu"))
     assert full.shape == (1, 3, 70, 90)
-    for size in ((35, 45), (64, 96), (101, 130)):
+    for size in ((35, 45), (30, 64), (56, 72)):
         ours = image_to_tensor(pixels, encoding, torch.device("cpu"), size)
-        ref = F.interpolate(full, size=size, mode="bilinear", align_corners=False, antialias=True)
+        wy, wx = (torch.from_numpy(_area_weights(n, m)).float() for n, m in zip((70, 90), size))
+        ref = torch.einsum("yh,chw,xw->cyx", wy, full[0], wx)
         assert ours.shape == (1, 3, *size) and ours.dtype == torch.float32
-        assert (ours - ref).abs().max() <= 1.0
+        assert (ours[0] - ref).abs().max() <= 1.0, size
+    for size in ((101, 130), (140, 180)):
+        ours = image_to_tensor(pixels, encoding, torch.device("cpu"), size)
+        ref = F.interpolate(full, size=size, mode="bilinear", align_corners=False)
+        assert (ours - ref).abs().max() <= 1.0, size
     assert torch.equal(image_to_tensor(pixels, encoding, torch.device("cpu"), (70, 90)), full)
 
 

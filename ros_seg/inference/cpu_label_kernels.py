@@ -22,7 +22,7 @@ import numba
 import numpy as np
 import torch
 
-from ros_seg.inference.cell_upsampling import CellGrid, corner_range
+from ros_seg.inference.cell_upsampling import CellGrid
 from ros_seg.inference.row_bands import run_in_bands
 
 _F1 = np.float32(1.0)
@@ -59,9 +59,13 @@ def _cell_span(cell, low, start, count, size):
 
 
 @numba.njit(cache=True, nogil=True)
-def _argmax_rows(scores, out, first, end, row_low, row_start, row_count, row_weight,
+def _argmax_rows(scores, best, out, first, end, row_low, row_start, row_count, row_weight,
                  col_low, col_start, col_count, col_weight):
-    """Semantic labels of cell rows [first, end): out[y, x] = argmax_k of the bilinear scores[k]."""
+    """Semantic labels of cell rows [first, end): out[y, x] = argmax_k of the bilinear scores[k].
+    best: argmax over k of scores at each low-res pixel (first on ties). Where the four corners of
+    a cell agree, every pixel of it does (each of its values is the same weighted mean of the
+    corners'); elsewhere classes whose highest corner is below some class's lowest corner drop out
+    and the rest are interpolated."""
     k_total, h, w = scores.shape
     high = np.empty(k_total, np.float32)
     candidates = np.empty(k_total, np.int64)
@@ -69,32 +73,20 @@ def _argmax_rows(scores, out, first, end, row_low, row_start, row_count, row_wei
         i, i1, y0, ny = _cell_span(ci, row_low, row_start, row_count, h)
         for cj in range(col_low.shape[0]):
             j, j1, x0, nx = _cell_span(cj, col_low, col_start, col_count, w)
+            label = best[i, j]
+            if best[i1, j] == label and best[i, j1] == label and best[i1, j1] == label:
+                out[y0:y0 + ny, x0:x0 + nx] = label
+                continue
             floor = -np.inf
-            # argmax at each corner: when all four agree, the whole cell agrees
-            b00 = b10 = b01 = b11 = 0
-            m00 = m10 = m01 = m11 = -np.inf
             for k in range(k_total):
                 a, b, c, d = scores[k, i, j], scores[k, i1, j], scores[k, i, j1], scores[k, i1, j1]
-                if a > m00:
-                    m00, b00 = a, k
-                if b > m10:
-                    m10, b10 = b, k
-                if c > m01:
-                    m01, b01 = c, k
-                if d > m11:
-                    m11, b11 = d, k
-                low = min(min(a, b), min(c, d))
                 high[k] = max(max(a, b), max(c, d))
-                floor = max(floor, low)
+                floor = max(floor, min(min(a, b), min(c, d)))
             n = 0
-            if b00 == b10 and b00 == b01 and b00 == b11:
-                candidates[0] = b00
-                n = 1
-            else:
-                for k in range(k_total):
-                    if high[k] >= floor:
-                        candidates[n] = k
-                        n += 1
+            for k in range(k_total):
+                if high[k] >= floor:
+                    candidates[n] = k
+                    n += 1
             if n == 1:
                 out[y0:y0 + ny, x0:x0 + nx] = candidates[0]
                 continue
@@ -102,35 +94,56 @@ def _argmax_rows(scores, out, first, end, row_low, row_start, row_count, row_wei
                 wy = row_weight[ci, r]
                 for s in range(nx):
                     wx = col_weight[cj, s]
-                    best = candidates[0]
+                    winner = candidates[0]
                     best_value = -np.inf
                     for t in range(n):
                         k = candidates[t]
                         v = _bilinear(scores[k, i, j], scores[k, i1, j], scores[k, i, j1], scores[k, i1, j1], wx, wy)
                         if v > best_value:
-                            best_value, best = v, k
-                    out[y0 + r, x0 + s] = best
+                            best_value, winner = v, k
+                    out[y0 + r, x0 + s] = winner
+
+
+@numba.njit(cache=True, nogil=True)
+def _pixel_argmax(scores, best):
+    """best[i, j] = argmax over k of scores[k, i, j], the first on ties."""
+    k_total, h, w = scores.shape
+    top = scores[0].copy()
+    best[:] = 0
+    for k in range(1, k_total):
+        for i in range(h):
+            for j in range(w):
+                if scores[k, i, j] > top[i, j]:
+                    top[i, j] = scores[k, i, j]
+                    best[i, j] = k
 
 
 def upsampled_argmax_map(scores: torch.Tensor, grid: CellGrid, dtype: torch.dtype) -> torch.Tensor:
     """(out_h, out_w) argmax over C of bilinearly upsampled (C, h, w) CPU scores (first index on ties)."""
-    values = np.ascontiguousarray(scores.float().numpy())
+    scores = scores.float().contiguous()
+    values = scores.numpy()
+    best = np.empty(values.shape[1:], np.int32)
+    _pixel_argmax(values, best)
     out = np.empty(grid.out_size, dtype=torch.empty(0, dtype=dtype).numpy().dtype)
     tables = _tables(grid)
-    run_in_bands(lambda a, b: _argmax_rows(values, out, a, b, *tables), tables[0].shape[0])
+    run_in_bands(lambda a, b: _argmax_rows(values, best, out, a, b, *tables), tables[0].shape[0])
     return torch.from_numpy(out)
 
 
 @numba.njit(cache=True, nogil=True)
-def _query_rows(logits, scores, low, high, low_value, high_value, out, counts, own_area, first, end,
+def _query_rows(logits, probs, scores, out, counts, own_area, first, end,
                 row_low, row_start, row_count, row_weight, col_low, col_start, col_count, col_weight):
     """Panoptic pixels of cell rows [first, end): out[y, x] = 1 + the query maximising
     scores[q] * sigmoid(bilinear logit q) where that logit is >= 0, else 0; counts[label] += pixels;
-    own_area[q] += pixels where q's bilinear logit is >= 0. low/high: each low-res cell's smallest and
-    largest corner logit per query, low_value/high_value: scores x their sigmoid (N, h, w)."""
+    own_area[q] += pixels where q's bilinear logit is >= 0. probs: sigmoid of the logits (N, h, w);
+    sigmoid is monotone, so a query's range of values over a cell is scores[q] x the lowest and
+    highest corner probability."""
     n_total, h, w = logits.shape
     candidates = np.empty(n_total, np.int64)
     pixel_logit = np.empty(n_total, np.float32)
+    low = np.empty(n_total, np.float32)
+    high = np.empty(n_total, np.float32)
+    high_value = np.empty(n_total, np.float32)
     for ci in range(first, end):
         i, i1, y0, ny = _cell_span(ci, row_low, row_start, row_count, h)
         for cj in range(col_low.shape[0]):
@@ -138,12 +151,18 @@ def _query_rows(logits, scores, low, high, low_value, high_value, out, counts, o
             floor = -np.inf
             best = 0
             for q in range(n_total):
-                if low_value[q, i, j] > floor:
-                    floor, best = low_value[q, i, j], q
-                if low[q, i, j] >= 0:
+                a, b, c, d = logits[q, i, j], logits[q, i1, j], logits[q, i, j1], logits[q, i1, j1]
+                lo, hi = min(min(a, b), min(c, d)), max(max(a, b), max(c, d))
+                pa, pb, pc, pd = probs[q, i, j], probs[q, i1, j], probs[q, i, j1], probs[q, i1, j1]
+                lo_p, hi_p = min(min(pa, pb), min(pc, pd)), max(max(pa, pb), max(pc, pd))
+                low[q], high[q] = lo, hi
+                high_value[q] = scores[q] * hi_p
+                low_value = scores[q] * lo_p
+                if low_value > floor:
+                    floor, best = low_value, q
+                if lo >= 0:
                     own_area[q] += ny * nx
-                elif high[q, i, j] >= 0:
-                    a, b, c, d = logits[q, i, j], logits[q, i1, j], logits[q, i, j1], logits[q, i1, j1]
+                elif hi >= 0:
                     for r in range(ny):
                         wy = row_weight[ci, r]
                         for s in range(nx):
@@ -151,11 +170,11 @@ def _query_rows(logits, scores, low, high, low_value, high_value, out, counts, o
                                 own_area[q] += 1
             n = 0
             for q in range(n_total):
-                if high_value[q, i, j] >= floor:
+                if high_value[q] >= floor:
                     candidates[n] = q
                     n += 1
-            if n == 1 and (low[best, i, j] >= 0 or high[best, i, j] < 0):
-                label = best + 1 if low[best, i, j] >= 0 else 0
+            if n == 1 and (low[best] >= 0 or high[best] < 0):
+                label = best + 1 if low[best] >= 0 else 0
                 out[y0:y0 + ny, x0:x0 + nx] = label
                 counts[label] += ny * nx
                 continue
@@ -193,20 +212,18 @@ def _query_rows(logits, scores, low, high, low_value, high_value, out, counts, o
 def query_label_map(logits: torch.Tensor, scores: torch.Tensor, grid: CellGrid
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Panoptic merge of N kept queries on the CPU: logits (N, h, w), scores (N,) ->
-    (out_h, out_w) int32 map of 1 + winning query (0 where the winner's own mask does not cover
-    the pixel), (N + 1,) pixel count of each label, (N,) each query's own mask area (logit >= 0)."""
+    (out_h, out_w) map of 1 + winning query (0 where the winner's own mask does not cover the
+    pixel; uint8 for N < 255, else int32), (N + 1,) pixel count of each label, (N,) each query's
+    own mask area (logit >= 0)."""
     logits, scores = logits.float().contiguous(), scores.float().contiguous()
-    low, high = corner_range(CellGrid.low_corners(logits))
-    weight = scores[:, None, None]
-    ranges = [t.contiguous().numpy() for t in (low, high, weight * low.sigmoid(), weight * high.sigmoid())]
-    values, weights = logits.numpy(), scores.numpy()
+    values, probs, weights = logits.numpy(), logits.sigmoid().numpy(), scores.numpy()
     n = values.shape[0]
-    out = np.empty(grid.out_size, dtype=np.int32)
+    out = np.empty(grid.out_size, dtype=np.uint8 if n < 255 else np.int32)
     tables = _tables(grid)
 
     def work(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
         counts, own = np.zeros(n + 1, np.int64), np.zeros(n, np.int64)
-        _query_rows(values, weights, *ranges, out, counts, own, a, b, *tables)
+        _query_rows(values, probs, weights, out, counts, own, a, b, *tables)
         return counts, own
 
     parts = run_in_bands(work, tables[0].shape[0])
@@ -216,8 +233,8 @@ def query_label_map(logits: torch.Tensor, scores: torch.Tensor, grid: CellGrid
 
 
 @numba.njit(cache=True, nogil=True)
-def _relabel_rows(labels, table, first, end, area, sum_x, x_min, x_max):
-    """labels[y] = table[labels[y]] for rows [first, end), with per-row area, sum of x and x extent
+def _relabel_rows(labels, table, out, first, end, area, sum_x, x_min, x_max):
+    """out[y] = table[labels[y]] for rows [first, end), with per-row area, sum of x and x extent
     of every new label, accumulated per run of equal labels."""
     width = labels.shape[1]
     for y in range(first, end):
@@ -227,7 +244,7 @@ def _relabel_rows(labels, table, first, end, area, sum_x, x_min, x_max):
             v = table[old]
             start = x
             while x < width and labels[y, x] == old:
-                labels[y, x] = v
+                out[y, x] = v
                 x += 1
             area[y, v] += x - start
             sum_x[y, v] += (start + x - 1) * (x - start) // 2
@@ -235,18 +252,20 @@ def _relabel_rows(labels, table, first, end, area, sum_x, x_min, x_max):
             x_max[y, v] = max(x_max[y, v], x - 1)
 
 
-def relabel_with_statistics(labels: torch.Tensor, table: torch.Tensor, size: int) -> dict[str, torch.Tensor]:
-    """Map a CPU int32 (H, W) label map through `table` in place (new labels 0..size-1) and return the
-    area, inclusive bounding box (x0, y0, x1, y1; zeros where absent) and centroid (cx, cy) of every
-    new label, as (size,) tensors — one pass over the map."""
-    mapped = labels.numpy()
+def relabel_with_statistics(labels: torch.Tensor, table: torch.Tensor, size: int
+                            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Map a CPU (H, W) integer label map through `table` (new labels 0..size-1) into a new int32
+    map, and return it with the area, inclusive bounding box (x0, y0, x1, y1; zeros where absent)
+    and centroid (cx, cy) of every new label, as (size,) tensors — one pass over the map."""
+    source = labels.numpy()
     lut = np.ascontiguousarray(table.numpy().astype(np.int32))
-    h, w = mapped.shape
+    h, w = source.shape
+    mapped = np.empty((h, w), np.int32)
     area = np.zeros((h, size), np.int64)
     sum_x = np.zeros((h, size), np.int64)
     x_min = np.full((h, size), w, np.int64)
     x_max = np.full((h, size), -1, np.int64)
-    run_in_bands(lambda a, b: _relabel_rows(mapped, lut, a, b, area, sum_x, x_min, x_max), h)
+    run_in_bands(lambda a, b: _relabel_rows(source, lut, mapped, a, b, area, sum_x, x_min, x_max), h)
     total = area.sum(0)
     present = total > 0
     rows = np.arange(h)
@@ -263,7 +282,7 @@ def relabel_with_statistics(labels: torch.Tensor, table: torch.Tensor, size: int
         "cx": sum_x.sum(0) / safe,
         "cy": (area * rows[:, None]).sum(0) / safe,
     }
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in stats.items()}
+    return torch.from_numpy(mapped), {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in stats.items()}
 
 
 def warm_up() -> None:
@@ -273,4 +292,5 @@ def warm_up() -> None:
     upsampled_argmax_map(maps, grid, torch.uint8)
     labels, _, _ = query_label_map(maps, torch.ones(2), grid)
     relabel_with_statistics(labels, torch.arange(3, dtype=torch.int32), 3)
+    relabel_with_statistics(labels.int(), torch.arange(3, dtype=torch.int32), 3)
 

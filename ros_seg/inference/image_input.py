@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import warnings
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -48,17 +49,19 @@ def image_to_tensor(
     image: np.ndarray, encoding: str, device: torch.device, size: tuple[int, int] | None = None
 ) -> torch.Tensor:
     """(H, W, C) uint8 array in `encoding` -> (1, 3, H, W) float32 RGB 0..255 on `device`, resized
-    (bilinear, antialiased) to `size` = (height, width) when given and different.
+    to `size` = (height, width) when given and different.
 
-    The uint8 data crosses to the device once; channel order and type change there. On the CPU a
-    resize runs on the uint8 pixels, channels last (several times faster than on floats; the result
-    differs from resizing floats by at most one grey level, as any 8-bit image resize does).
+    The uint8 data crosses to the device once; channel order and type change there. The resize is
+    antialiased when shrinking: on the CPU it runs on the 8-bit pixels with OpenCV (area averaging,
+    cv2.INTER_AREA, when the image shrinks; bilinear, cv2.INTER_LINEAR, when it grows; ~15x faster
+    than torch's antialiased resize of the same pixels), on other devices on the float image with
+    torch (bilinear, antialiased). The two filters differ slightly at sharp edges.
     """
     order = ENCODINGS[encoding][1]
     resize = size is not None and tuple(size) != tuple(image.shape[:2])
-    if resize and device.type == "cpu" and (order != (0, 1, 2) or image.shape[2] != 3):
-        image = image[:, :, list(order)]  # RGB first, still (H, W, 3): channels-last for the resize
-        order = (0, 1, 2)
+    if resize and device.type == "cpu":
+        image = resize_pixels(image, size)
+        resize = False
     with warnings.catch_warnings():
         # Read-only buffers (ROS messages, bag frames) are fine: the tensor is only read, never written.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -66,10 +69,18 @@ def image_to_tensor(
     chw = pixels.permute(2, 0, 1)  # (C, H, W) view
     if order != (0, 1, 2) or chw.shape[0] != 3:
         chw = chw[list(order)]  # (3, H, W): BGR -> RGB, alpha dropped, mono repeated
-    if resize and device.type == "cpu":
-        chw = F.interpolate(chw[None], size=tuple(size), mode="bilinear", align_corners=False, antialias=True)[0]
     out = torch.empty((1, 3, *chw.shape[1:]), dtype=torch.float32, device=device)
     out[0].copy_(chw)  # one pass: reorder, convert to float and make contiguous
-    if resize and device.type != "cpu":
+    if resize:
         out = F.interpolate(out, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
     return out
+
+
+def resize_pixels(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, C) uint8 -> (height, width, C) uint8 with OpenCV: area averaging when the image shrinks,
+    bilinear when it grows (per pixel count)."""
+    height, width = size
+    shrinks = height * width < image.shape[0] * image.shape[1]
+    resized = cv2.resize(np.ascontiguousarray(image), (width, height),
+                         interpolation=cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR)
+    return resized.reshape(height, width, image.shape[2])

@@ -76,7 +76,8 @@ def semantic_scores(class_logits: torch.Tensor, mask_logits: torch.Tensor) -> to
     class_logits (Q, K+1), mask_logits (Q, h, w) -> (K, h, w).
     """
     probs = class_logits.float().softmax(-1)[:, :-1]  # (Q, K)
-    return torch.einsum("qk,qhw->khw", probs, mask_logits.float().sigmoid())
+    q, h, w = mask_logits.shape
+    return torch.mm(probs.t(), mask_logits.float().sigmoid().reshape(q, h * w)).view(-1, h, w)
 
 
 def semantic_inference(
@@ -218,8 +219,7 @@ def panoptic_inference(
         return _empty_panoptic(out_size, device)
     lut = torch.tensor([0] + query_to_segment, dtype=torch.int32, device=device)
     if compiled_kernels(device):
-        stats = cpu_label_kernels.relabel_with_statistics(query_map, lut, len(seg_classes) + 1)
-        panoptic = query_map
+        panoptic, stats = cpu_label_kernels.relabel_with_statistics(query_map, lut, len(seg_classes) + 1)
     else:
         segments = pixel_labels.map(lut)
         stats = segments.statistics(len(seg_classes) + 1)
