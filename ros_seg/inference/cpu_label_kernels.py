@@ -39,10 +39,19 @@ def _tables(grid: CellGrid) -> tuple[np.ndarray, ...]:
 
 
 @numba.njit(cache=True, nogil=True)
-def _bilinear(v00, v10, v01, v11, wx, wy):
-    top = v00 * (_F1 - wx) + v01 * wx
-    bottom = v10 * (_F1 - wx) + v11 * wx
-    return top * (_F1 - wy) + bottom * wy
+def _lerp(u, v, t):
+    return u * (_F1 - t) + v * t
+
+
+@numba.njit(cache=True, nogil=True)
+def _cell_columns(v00, v10, v01, v11, col_weight, cj, nx, top, bottom, t):
+    """top[t, s], bottom[t, s]: a cell's upper and lower corner values interpolated to each of its
+    nx output columns. The bilinear value at row weight wy is then _lerp(top, bottom, wy): the
+    operations of `CellGrid.block_values`, in its order, with the horizontal step shared by all rows."""
+    for s in range(nx):
+        wx = col_weight[cj, s]
+        top[t, s] = _lerp(v00, v01, wx)
+        bottom[t, s] = _lerp(v10, v11, wx)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -69,6 +78,8 @@ def _argmax_rows(scores, best, out, first, end, row_low, row_start, row_count, r
     k_total, h, w = scores.shape
     high = np.empty(k_total, np.float32)
     candidates = np.empty(k_total, np.int64)
+    top = np.empty((k_total, col_count.max()), np.float32)
+    bottom = np.empty_like(top)
     for ci in range(first, end):
         i, i1, y0, ny = _cell_span(ci, row_low, row_start, row_count, h)
         for cj in range(col_low.shape[0]):
@@ -90,17 +101,19 @@ def _argmax_rows(scores, best, out, first, end, row_low, row_start, row_count, r
             if n == 1:
                 out[y0:y0 + ny, x0:x0 + nx] = candidates[0]
                 continue
+            for t in range(n):
+                k = candidates[t]
+                _cell_columns(scores[k, i, j], scores[k, i1, j], scores[k, i, j1], scores[k, i1, j1],
+                              col_weight, cj, nx, top, bottom, t)
             for r in range(ny):
                 wy = row_weight[ci, r]
                 for s in range(nx):
-                    wx = col_weight[cj, s]
                     winner = candidates[0]
                     best_value = -np.inf
                     for t in range(n):
-                        k = candidates[t]
-                        v = _bilinear(scores[k, i, j], scores[k, i1, j], scores[k, i, j1], scores[k, i1, j1], wx, wy)
+                        v = _lerp(top[t, s], bottom[t, s], wy)
                         if v > best_value:
-                            best_value, winner = v, k
+                            best_value, winner = v, candidates[t]
                     out[y0 + r, x0 + s] = winner
 
 
@@ -144,6 +157,8 @@ def _query_rows(logits, probs, scores, out, counts, own_area, first, end,
     low = np.empty(n_total, np.float32)
     high = np.empty(n_total, np.float32)
     high_value = np.empty(n_total, np.float32)
+    top = np.empty((n_total, col_count.max()), np.float32)
+    bottom = np.empty_like(top)
     for ci in range(first, end):
         i, i1, y0, ny = _cell_span(ci, row_low, row_start, row_count, h)
         for cj in range(col_low.shape[0]):
@@ -163,11 +178,13 @@ def _query_rows(logits, probs, scores, out, counts, own_area, first, end,
                 if lo >= 0:
                     own_area[q] += ny * nx
                 elif hi >= 0:
+                    _cell_columns(a, b, c, d, col_weight, cj, nx, top, bottom, 0)
+                    covered = 0
                     for r in range(ny):
                         wy = row_weight[ci, r]
                         for s in range(nx):
-                            if _bilinear(a, b, c, d, col_weight[cj, s], wy) >= 0:
-                                own_area[q] += 1
+                            covered += _lerp(top[0, s], bottom[0, s], wy) >= 0
+                    own_area[q] += covered
             n = 0
             for q in range(n_total):
                 if high_value[q] >= floor:
@@ -179,23 +196,28 @@ def _query_rows(logits, probs, scores, out, counts, own_area, first, end,
                 counts[label] += ny * nx
                 continue
             if n == 1:  # one query left, whose mask edge crosses the cell: the sign decides
-                a, b, c, d = logits[best, i, j], logits[best, i1, j], logits[best, i, j1], logits[best, i1, j1]
+                _cell_columns(logits[best, i, j], logits[best, i1, j], logits[best, i, j1], logits[best, i1, j1],
+                              col_weight, cj, nx, top, bottom, 0)
+                inside = 0
                 for r in range(ny):
                     wy = row_weight[ci, r]
                     for s in range(nx):
-                        label = best + 1 if _bilinear(a, b, c, d, col_weight[cj, s], wy) >= 0 else 0
+                        label = best + 1 if _lerp(top[0, s], bottom[0, s], wy) >= 0 else 0
                         out[y0 + r, x0 + s] = label
-                        counts[label] += 1
+                        inside += label != 0
+                counts[best + 1] += inside
+                counts[0] += ny * nx - inside
                 continue
+            for t in range(n):
+                q = candidates[t]
+                _cell_columns(logits[q, i, j], logits[q, i1, j], logits[q, i, j1], logits[q, i1, j1],
+                              col_weight, cj, nx, top, bottom, t)
             for r in range(ny):
                 wy = row_weight[ci, r]
                 for s in range(nx):
-                    wx = col_weight[cj, s]
                     covered = False
                     for t in range(n):
-                        q = candidates[t]
-                        pixel_logit[t] = _bilinear(logits[q, i, j], logits[q, i1, j], logits[q, i, j1],
-                                                   logits[q, i1, j1], wx, wy)
+                        pixel_logit[t] = _lerp(top[t, s], bottom[t, s], wy)
                         covered |= pixel_logit[t] >= 0
                     label = 0
                     if covered:  # else the winner, whichever it is, does not cover the pixel
