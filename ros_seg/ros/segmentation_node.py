@@ -259,11 +259,12 @@ class SegmentationNode(Node):
         t2 = time.perf_counter()
         header = msg.header
         height, width = result.panoptic.shape
+        # The largest message first: its delivery overlaps the publishing of the others.
+        if runtime.publish_panoptic:
+            self._panoptic_pub.publish(array_to_image(result.panoptic, "32SC1", header))
         if runtime.publish_semantic:
             semantic_encoding = "mono8" if result.semantic.dtype == np.uint8 else "mono16"
             self._semantic_pub.publish(array_to_image(result.semantic, semantic_encoding, header))
-        if runtime.publish_panoptic:
-            self._panoptic_pub.publish(array_to_image(result.panoptic, "32SC1", header))
         if runtime.publish_segments:
             self._segments_pub.publish(segment_array(result, header))
         if runtime.publish_overlay and self._overlay_pub.get_subscription_count() > 0:
