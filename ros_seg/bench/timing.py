@@ -52,4 +52,3 @@ def time_interleaved(
         for name, run in runs.items():
             samples[name].append(time_once(run, device))
     return {name: latency_stats(values) for name, values in samples.items()}
-

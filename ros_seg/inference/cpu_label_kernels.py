@@ -308,11 +308,12 @@ def relabel_with_statistics(labels: torch.Tensor, table: torch.Tensor, size: int
 
 
 def warm_up() -> None:
-    """Compile (or load from Numba's cache) every kernel on a tiny input."""
+    """Compile (or load from Numba's cache) every kernel, in each label width it is used with
+    (byte-wide maps for up to 254 classes or kept queries, wider beyond), on a tiny input."""
     grid = CellGrid.create((2, 2), (8, 8), (8, 8), (8, 8), torch.device("cpu"))
-    maps = torch.zeros(2, 2, 2)
-    upsampled_argmax_map(maps, grid, torch.uint8)
-    labels, _, _ = query_label_map(maps, torch.ones(2), grid)
-    relabel_with_statistics(labels, torch.arange(3, dtype=torch.int32), 3)
-    relabel_with_statistics(labels.int(), torch.arange(3, dtype=torch.int32), 3)
+    for channels, semantic_dtype in ((2, torch.uint8), (255, torch.int64)):
+        maps = torch.zeros(channels, 2, 2)
+        upsampled_argmax_map(maps, grid, semantic_dtype)
+        labels, _, _ = query_label_map(maps, torch.ones(channels), grid)
+        relabel_with_statistics(labels, torch.arange(channels + 1, dtype=torch.int32), channels + 1)
 
