@@ -1,6 +1,7 @@
 """AdamW parameter groups, the warmup + cosine/poly schedule and the strict training config."""
 from __future__ import annotations
 
+import copy
 import io
 import math
 from pathlib import Path
@@ -11,7 +12,13 @@ from torch import nn
 
 from ros_seg.models.strict_config import ConfigError
 from ros_seg.models.registry import build_model, load_model_config
-from ros_seg.train.optimizer import WarmupSchedule, build_optimizer, build_scheduler, parameter_groups
+from ros_seg.train.optimizer import (
+    WarmupSchedule,
+    build_optimizer,
+    build_scheduler,
+    load_optimizer_state,
+    parameter_groups,
+)
 from ros_seg.train.train_config import SolverConfig, TrainConfig
 
 
@@ -34,6 +41,59 @@ def test_parameter_groups_of_pem() -> None:
             assert id(module.weight) in no_decay and id(module.bias) in no_decay
     assert id(decoder.class_embed.weight) not in no_decay
     assert id(model.backbone.features[0].conv.weight) in {id(p) for p in groups["backbone"]["params"]}
+
+
+def test_optimizer_step_is_adamw_with_each_groups_rate_and_decay() -> None:
+    """One step of the (fused) optimizer equals AdamW written out, per parameter group."""
+    torch.manual_seed(0)
+    model = nn.Module()
+    model.backbone = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+    model.head = nn.Sequential(nn.Linear(4, 3), nn.Embedding(5, 3))
+    solver = SolverConfig(base_lr=1e-2, weight_decay=0.1, backbone_lr_multiplier=0.25)
+    optimizer = build_optimizer(model, solver)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    optimizer.step()
+    eps = optimizer.defaults["eps"]
+    for name, p in model.named_parameters():
+        lr = 1e-2 * (0.25 if name.startswith("backbone.") else 1.0)
+        decay = 0.0 if name in ("backbone.1.weight", "backbone.1.bias", "head.1.weight") else 0.1
+        g = p.grad
+        # First step: the bias-corrected moments are g and g^2.
+        expected = before[name] * (1 - lr * decay) - lr * g / (g.abs() + eps)
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_state_of_another_implementation_resumes_with_the_fused_one() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3))
+    solver = SolverConfig(base_lr=1e-2, weight_decay=0.05)
+    reference = torch.optim.AdamW(parameter_groups(model, solver), lr=1e-2, weight_decay=0.05, foreach=True)
+    grads = [[torch.randn_like(p) for p in model.parameters()] for _ in range(4)]
+
+    def step(optimizer: torch.optim.Optimizer, gradients: list[torch.Tensor]) -> None:
+        for p, g in zip(model.parameters(), gradients):
+            p.grad = g.clone()
+        optimizer.step()
+
+    for gradients in grads[:3]:
+        step(reference, gradients)
+    saved = copy.deepcopy(reference.state_dict())  # state_dict() shares the live state tensors
+    weights = [p.detach().clone() for p in model.parameters()]
+    step(reference, grads[3])
+    expected = [p.detach().clone() for p in model.parameters()]
+
+    with torch.no_grad():
+        for p, w in zip(model.parameters(), weights):
+            p.copy_(w)
+    resumed = build_optimizer(model, solver)
+    load_optimizer_state(resumed, saved)
+    assert all(group["fused"] for group in resumed.param_groups)
+    assert saved["param_groups"][0]["fused"] is None  # the checkpoint's own state is left as it was
+    step(resumed, grads[3])
+    for p, e in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-5, atol=1e-7)
 
 
 def test_schedules_and_warmup() -> None:

@@ -51,7 +51,7 @@ from ros_seg.train.distributed import (
 )
 from ros_seg.train.evaluation import evaluate
 from ros_seg.train.matcher import HungarianMatcher
-from ros_seg.train.optimizer import WarmupSchedule, build_optimizer, build_scheduler
+from ros_seg.train.optimizer import WarmupSchedule, build_optimizer, build_scheduler, load_optimizer_state
 from ros_seg.train.panoptic_segformer_criterion import PanopticSegFormerCriterion
 from ros_seg.train.panoptic_segformer_matcher import ThingMatcher
 from ros_seg.train.rng_state import capture_rng_state, restore_rng_state
@@ -250,7 +250,7 @@ class Trainer:
         if "optimizer" not in extra:
             raise ValueError(f"{path} holds weights only, no training state to resume from")
         load_weights(self.model, checkpoint.state_dict, str(path))
-        self.optimizer.load_state_dict(extra["optimizer"])
+        load_optimizer_state(self.optimizer, extra["optimizer"])
         schedule = vars(self.scheduler.lr_lambdas[0]).copy()
         self.scheduler.load_state_dict(extra["scheduler"])
         restored: WarmupSchedule = self.scheduler.lr_lambdas[0]
