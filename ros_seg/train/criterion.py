@@ -131,6 +131,8 @@ class SetCriterion(nn.Module):
         targets: per image {"labels": (T,) int64, "masks": (T, H, W) bool or float}.
         """
         device = outputs["pred_logits"].device
+        # Float masks once for the matcher and the losses of every layer (not a conversion per layer).
+        targets = [{**t, "masks": t["masks"].float()} for t in targets]
         count = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=device)
         num_masks = all_reduce_mean(count).clamp(min=1.0)
         losses = self.single_output_losses(outputs, targets, num_masks)
