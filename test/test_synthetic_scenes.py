@@ -5,7 +5,6 @@ import argparse
 import contextlib
 import io
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -129,15 +128,17 @@ def test_sequence_frames_move_smoothly(tmp_path: Path) -> None:
     assert (a.label_ids == b.label_ids).mean() > (a.label_ids == independent.label_ids).mean()
 
 
-def test_render_speed() -> None:
-    drive = synthesize_drive(frame_rng(0, "train", 1), (512, 1024))
-    drive.render(0)
-    timings = []
-    for _ in range(3):
-        start = time.perf_counter()
-        drive.render(0)
-        timings.append(time.perf_counter() - start)
-    assert sorted(timings)[1] < 0.5
+@pytest.mark.parametrize("sequence", [False, True], ids=["scenes", "sequence"])
+def test_worker_processes_write_the_same_files(tmp_path: Path, sequence: bool) -> None:
+    one = write_dataset(tmp_path / "one", 5, "val", (64, 128), seed=4, sequence=sequence)
+    three = write_dataset(tmp_path / "three", 5, "val", (64, 128), seed=4, sequence=sequence, workers=3)
+    assert three == one
+    a, b = _read_all(tmp_path / "one"), _read_all(tmp_path / "three")
+    assert len(a) == 5 * 5 + 1 and a.keys() == b.keys()  # image, 3 ground-truth maps and panoptic PNG per frame
+    for key in a:
+        assert a[key] == b[key], key
+    with pytest.raises(ValueError, match="worker processes must be at least 1"):
+        write_dataset(tmp_path / "none", 2, "val", (64, 128), workers=0)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -155,6 +156,13 @@ def test_cli_writes_and_rejects_bad_input(tmp_path: Path, capsys: pytest.Capture
     assert len(list((tmp_path / "leftImg8bit" / "val").rglob("*.png"))) == 2
     assert args.func(args) == 2  # the split already holds images
     assert "already holds images" in capsys.readouterr().err
+    args = parser.parse_args(["synth", "--out", str(tmp_path / "w"), "--n", "2", "--size", "64x128", "--workers", "2"])
+    assert args.func(args) == 0
+    assert "with 2 worker processes" in capsys.readouterr().out
+    assert len(list((tmp_path / "w" / "leftImg8bit" / "train").rglob("*.png"))) == 2
+    args = parser.parse_args(["synth", "--out", str(tmp_path / "v"), "--n", "2", "--workers", "0"])
+    assert args.func(args) == 2
+    assert "worker processes must be at least 1" in capsys.readouterr().err
     args = parser.parse_args(["synth", "--out", str(tmp_path / "x"), "--n", "0"])
     assert args.func(args) == 2
     err = capsys.readouterr().err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -30,18 +31,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sequence", action="store_true", help="consecutive frames of one drive instead of independent scenes"
     )
+    p.add_argument(
+        "--workers", type=int, default=None, metavar="N",
+        help="processes rendering frames (default: one per CPU core available); the files do not depend on it",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
+    workers = args.workers if args.workers is not None else len(os.sched_getaffinity(0))
+    workers = min(workers, args.n) if args.n > 0 else workers
     try:
         names = write_dataset(
-            args.out, args.n, split=args.split, size=args.size, seed=args.seed, sequence=args.sequence
+            args.out, args.n, split=args.split, size=args.size, seed=args.seed, sequence=args.sequence,
+            workers=workers,
         )
     except (ValueError, OSError) as exc:
         print(f"ros-seg synth: error: {exc}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - start
-    print(f"wrote {len(names)} {args.split} frames of {args.size[0]}x{args.size[1]} to {args.out} in {elapsed:.1f} s")
+    print(f"wrote {len(names)} {args.split} frames of {args.size[0]}x{args.size[1]} to {args.out} in {elapsed:.1f} s"
+          f" with {workers} worker process{'es' if workers > 1 else ''}")
     return 0

@@ -24,6 +24,8 @@ the camera sits at x = 0, height `Camera.mount_height`, z = ego position.
 from __future__ import annotations
 
 import math
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -1094,51 +1096,96 @@ def frame_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, _SPLIT_CODES[split], index])
 
 
+@dataclass(frozen=True)
+class _DatasetJob:
+    """What every frame of one `write_dataset` call shares (sent once to each worker process)."""
+
+    out: Path
+    n: int
+    split: str
+    size: tuple[int, int]
+    seed: int
+    sequence: bool
+    metadata: ClassMetadata
+
+
+_job_drives: dict[_DatasetJob, StreetDrive] = {}  # the drive of a sequence, synthesized once per process
+
+
+def _write_frame(job: _DatasetJob, index: int) -> tuple[layout.FrameName, dict, dict]:
+    """Write frame `index` of `job` (image and every ground-truth file but the panoptic json).
+
+    Returns the frame's name and its panoptic json entries (image, annotation).
+    A pure function of (job, index): any process may write any frame.
+    """
+    if job.sequence:
+        drive = _job_drives.get(job)
+        if drive is None:
+            _job_drives.clear()
+            drive = _job_drives[job] = synthesize_drive(frame_rng(job.seed, job.split, 0), job.size, job.n)
+        name, frame = layout.FrameName(_CITIES[job.split][0], 0, index), drive.render(index)
+    else:
+        cities = _CITIES[job.split]
+        name = layout.FrameName(cities[index % len(cities)], index, 19)
+        frame = synthesize_drive(frame_rng(job.seed, job.split, index), job.size, 1).render(0)
+    out, split, metadata = job.out, job.split, job.metadata
+    colors = np.zeros((layout.LABEL_ID_TABLE_SIZE, 3), dtype=np.uint8)
+    colors[list(metadata.label_ids)] = metadata.colors
+    label_ids = frame.label_ids
+    layout.write_png(layout.image_path(out, split, name), frame.image)
+    layout.write_png(layout.gt_path(out, split, name, layout.LABEL_IDS_SUFFIX), label_ids)
+    layout.write_png(layout.gt_path(out, split, name, layout.INSTANCE_IDS_SUFFIX), frame.instance_ids.astype(np.uint16))
+    layout.write_png(layout.gt_path(out, split, name, layout.COLOR_SUFFIX), colors[label_ids])
+    panoptic, segments = layout.panoptic_from_instance_ids(frame.instance_ids, metadata)
+    annotation = layout.panoptic_annotation_entry(name, segments)
+    layout.write_png(layout.panoptic_png_dir(out, split) / annotation["file_name"], layout.id_to_rgb(panoptic))
+    return name, layout.panoptic_image_entry(name, *job.size), annotation
+
+
+def _write_frames(job: _DatasetJob, indices: range) -> list[tuple[layout.FrameName, dict, dict]]:
+    return [_write_frame(job, i) for i in indices]
+
+
 def write_dataset(out: Path, n: int, split: str = "train", size: tuple[int, int] = (512, 1024), seed: int = 0,
-                  sequence: bool = False, metadata: ClassMetadata = CITYSCAPES) -> list[layout.FrameName]:
+                  sequence: bool = False, metadata: ClassMetadata = CITYSCAPES,
+                  workers: int = 1) -> list[layout.FrameName]:
     """Write `n` synthetic frames of `split` under `out` in the Cityscapes layout.
 
     Independent scenes are frames ``{city}_{i:06d}_000019`` of several cities
     (like the annotated frames of Cityscapes); with `sequence` the frames are
     ``{city}_000000_{i:06d}``, consecutive 17 Hz frames of one drive. Writes the
     image, labelIds, instanceIds (16 bit), color and the panoptic json + PNGs.
+    With `workers` > 1 the frames are rendered by that many processes, in
+    contiguous blocks; the files are the same byte for byte as with one.
 
     Raises:
-        ValueError: for a bad split, count or size.
+        ValueError: for a bad split, count, size or number of workers.
         FileExistsError: when `out` already holds images of `split`.
     """
     if split not in _SPLIT_CODES:
         raise ValueError(f"unknown split {split!r}: choose one of {sorted(_SPLIT_CODES)}")
     if n < 1:
         raise ValueError(f"number of frames must be at least 1, got {n}")
+    if workers < 1:
+        raise ValueError(f"number of worker processes must be at least 1, got {workers}")
     out = Path(out)
     image_dir = out / "leftImg8bit" / split
     if image_dir.is_dir() and any(image_dir.iterdir()):
         raise FileExistsError(f"{image_dir} already holds images: write split {split!r} into an empty directory")
-    colors = np.zeros((layout.LABEL_ID_TABLE_SIZE, 3), dtype=np.uint8)
-    colors[list(metadata.label_ids)] = metadata.colors
-    cities = _CITIES[split]
-    drive = synthesize_drive(frame_rng(seed, split, 0), size, n) if sequence else None
-    images, annotations, names = [], [], []
-    for i in range(n):
-        if drive is not None:
-            name, frame = layout.FrameName(cities[0], 0, i), drive.render(i)
-        else:
-            name = layout.FrameName(cities[i % len(cities)], i, 19)
-            frame = synthesize_drive(frame_rng(seed, split, i), size, 1).render(0)
-        label_ids = frame.label_ids
-        layout.write_png(layout.image_path(out, split, name), frame.image)
-        layout.write_png(layout.gt_path(out, split, name, layout.LABEL_IDS_SUFFIX), label_ids)
-        instance_path = layout.gt_path(out, split, name, layout.INSTANCE_IDS_SUFFIX)
-        layout.write_png(instance_path, frame.instance_ids.astype(np.uint16))
-        layout.write_png(layout.gt_path(out, split, name, layout.COLOR_SUFFIX), colors[label_ids])
-        panoptic, segments = layout.panoptic_from_instance_ids(frame.instance_ids, metadata)
-        annotation = layout.panoptic_annotation_entry(name, segments)
-        layout.write_png(layout.panoptic_png_dir(out, split) / annotation["file_name"], layout.id_to_rgb(panoptic))
-        images.append(layout.panoptic_image_entry(name, *size))
-        annotations.append(annotation)
-        names.append(name)
+    job = _DatasetJob(out, n, split, tuple(size), seed, sequence, metadata)
+    workers = min(workers, n)
+    if workers == 1:
+        frames = _write_frames(job, range(n))
+    else:
+        # Contiguous blocks: a sequence's drive is synthesized once per worker, not once per frame.
+        bounds = np.linspace(0, n, workers + 1).round().astype(int)
+        blocks = [range(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+        # spawn: a fresh interpreter per worker, safe whatever threads the caller runs (torch, ROS 2).
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            frames = [frame for block in pool.map(_write_frames, [job] * workers, blocks) for frame in block]
+    names = [name for name, _, _ in frames]
     order = np.argsort([name.stem for name in names], kind="stable")  # file order, as createPanopticImgs lists them
-    layout.write_panoptic_json(layout.panoptic_json_path(out, split), [images[i] for i in order],
-                               [annotations[i] for i in order], metadata)
+    layout.write_panoptic_json(layout.panoptic_json_path(out, split), [frames[i][1] for i in order],
+                               [frames[i][2] for i in order], metadata)
     return names
