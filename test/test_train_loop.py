@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from ros_seg.models.checkpoint import read_checkpoint
 from ros_seg.models.load import load_model
 from ros_seg.models.strict_config import ConfigError
 from ros_seg.train.train_config import TrainConfig
+from ros_seg.train import trainer as trainer_module
 from ros_seg.train.trainer import LAST_CHECKPOINT, LOG_FILE, train
 
 SIZE = (64, 128)
@@ -127,6 +129,34 @@ def test_loss_falls_and_checkpoints_are_complete(workspace: Path) -> None:
     assert report["images"] == 2
     assert {"miou", "per_class_iou", "pq", "sq", "rq", "pq_things", "pq_stuff"} <= set(report)
     assert read_log(out)[-1]["eval"]["miou"] == report["miou"]
+
+
+def test_mixed_precision_on_cpus_with_bf16_instructions(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(trainer_module, "cpu_computes_bf16", lambda: False)
+    assert trainer_module.autocast_precision(cpu, amp=True)[0] is False  # emulated bf16 would only cost time
+    monkeypatch.setattr(trainer_module, "cpu_computes_bf16", lambda: True)
+    assert trainer_module.autocast_precision(cpu, amp=True) == (True, torch.bfloat16)
+    assert trainer_module.autocast_precision(cpu, amp=False)[0] is False
+
+
+def test_cpu_bf16_training_runs_the_model_in_bf16_and_learns(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Forced on (PyTorch emulates bf16 where the CPU lacks the instructions): the step is the same code.
+    monkeypatch.setattr(trainer_module, "cpu_computes_bf16", lambda: True)
+    config = TrainConfig.from_yaml(write_config(
+        workspace, "bf16", data={"scale_range": [1.0, 1.0], "flip_probability": 0.0, "color_jitter": False},
+        solver={"max_iters": 20, "base_lr": 0.001, "warmup_iters": 0, "warmup_factor": 1.0, "amp": True},
+    ))
+    runner = trainer_module.Trainer(config, workspace / "bf16")
+    seen: set[torch.dtype] = set()
+    runner.model.backbone.register_forward_hook(lambda module, inputs, output: seen.update(
+        t.dtype for t in (output.values() if isinstance(output, dict) else output)))
+    runner.run()
+    assert seen == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in runner.model.parameters())  # fp32 master weights
+    losses = [r["loss"] for r in read_log(workspace / "bf16") if "loss" in r]
+    assert len(losses) == 20 and all(math.isfinite(x) for x in losses)
+    assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4, losses
 
 
 def test_eval_command_writes_json_and_markdown(workspace: Path, capsys: pytest.CaptureFixture) -> None:

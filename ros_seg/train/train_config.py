@@ -46,6 +46,8 @@ class SolverConfig:
 
     batch_size is the total over all processes. clip_grad_norm clips the norm of
     all gradients together (detectron2 CLIP_TYPE full_model); 0 disables it.
+    amp: mixed precision where the hardware computes it (GPUs; CPUs with bf16
+    instructions, AVX512-BF16 or AMX); full precision elsewhere.
     """
 
     batch_size: int = 16

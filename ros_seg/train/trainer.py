@@ -2,9 +2,10 @@
 
 One `Trainer` runs in every process (a single process, or each of torchrun's).
 Per iteration: the next batch of the reproducible data stream, the model under
-autocast on GPUs (bf16 where supported, else fp16 with a GradScaler; full
-precision on the CPU), the set criterion in fp32, backward, clipping of the
-norm of all gradients, the optimizer and learning-rate steps.
+autocast when solver.amp is set (GPUs: bf16 where supported, else fp16 with a
+GradScaler; CPUs: bf16 where the CPU has bf16 instructions, else full
+precision), the set criterion in fp32, backward, clipping of the norm of all
+gradients, the optimizer and learning-rate steps.
 
 Rank 0 shows a progress bar (loss, learning rate, it/s, ETA), appends one JSON
 line per logged iteration to `OUT/metrics.jsonl`, evaluates every
@@ -78,6 +79,27 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return Path(out_dir) / pointer.read_text().strip()
 
 
+def cpu_computes_bf16() -> bool:
+    """True when this CPU has bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast pays off.
+
+    Without them PyTorch emulates bf16 and autocast would only cost time.
+    """
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def autocast_precision(device: torch.device, amp: bool) -> tuple[bool, torch.dtype]:
+    """(enabled, dtype) of the model's autocast when training with solver.amp = `amp` on `device`.
+
+    GPUs: bf16 where supported, else fp16 (with a GradScaler). CPUs: bf16 when the
+    CPU computes it natively (PEM-STDC1's training step 1.06 -> 0.73 s on one
+    core of an AVX512-BF16 EPYC), else full precision.
+    """
+    if device.type == "cuda":
+        return amp, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return amp and cpu_computes_bf16(), torch.bfloat16
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -116,9 +138,7 @@ class Trainer:
         self.ddp_model = wrap_model(self.model, self.context)
         self.optimizer = build_optimizer(self.ddp_model, solver)
         self.scheduler = build_scheduler(self.optimizer, solver)
-        cuda = self.context.device.type == "cuda"
-        self.amp_enabled = solver.amp and cuda
-        self.amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+        self.amp_enabled, self.amp_dtype = autocast_precision(self.context.device, solver.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_enabled and self.amp_dtype == torch.float16)
         loss = config.loss
         if self.model_config.meta_architecture == "panoptic_segformer":
