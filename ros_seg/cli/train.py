@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "losses with deep supervision, AdamW, warmup + cosine/poly schedule, gradient clipping, mixed precision "
         "on GPUs and on CPUs with bf16 instructions) from a training config (config/train/*.yaml) on data in the "
         "Cityscapes layout (real Cityscapes with createPanopticImgs output, or `ros-seg synth`). OUT receives "
-        "metrics.jsonl (one JSON line per logged iteration and per evaluation), model_NNNNNNN.pt checkpoints, model_final.pt and last_checkpoint. "
+        "metrics.jsonl (one JSON line per logged iteration and per evaluation), model_NNNNNNN.pt checkpoints, "
+        "model_final.pt and last_checkpoint. "
         "Checkpoints load in every ros-seg tool (`ros-seg eval --weights OUT/model_final.pt`). For several "
         "GPUs or CPU processes run `torchrun --nproc_per_node N -m ros_seg.cli train ...`; solver.batch_size "
         "is the total over all processes.",
