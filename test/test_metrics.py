@@ -238,6 +238,14 @@ def test_semantic_accumulator_rules() -> None:
     assert iou["pole"] is None and iou["sky"] is None  # predicted only on ignored pixels / absent
     assert summary["miou"] == pytest.approx((50 + 50 + 200 / 3) / 3)
     assert summary["pixel_accuracy"] == pytest.approx(400 / 6)
+    # Road's pixels went half to sidewalk; one of car's three to outside the label set; sidewalk's none.
+    assert accumulator.confusions() == {
+        "road": [("sidewalk", 50.0)], "sidewalk": [], "car": [("outside the label set", pytest.approx(100 / 3))],
+    }
+    accumulator.update(np.full((1, 4), 1, np.uint8), np.zeros((1, 4), np.uint8))  # 4 more road pixels, as sidewalk
+    accumulator.update(np.array([[2, 2, 0, 0]], np.uint8), np.zeros((1, 4), np.uint8))  # 2 as building
+    assert accumulator.confusions(top=2)["road"] == [("sidewalk", 50.0), ("building", 20.0)]
+    assert accumulator.confusions(top=1)["road"] == [("sidewalk", 50.0)]
 
 
 def test_written_semantic_predictions_score_like_the_arrays(gt_root: Path, tmp_path: Path) -> None:

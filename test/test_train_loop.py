@@ -173,8 +173,14 @@ def test_eval_command_writes_json_and_markdown(workspace: Path, capsys: pytest.C
     assert {"miou", "per_class_iou", "pq", "sq", "rq", "pq_things", "pq_stuff"} <= set(report)
     assert set(report["per_class_iou"]) >= {"road", "car", "person"}
     assert report["miou"] is not None and 0.0 <= report["miou"] <= 100.0
+    assert set(report["per_class_pq"]) <= set(report["per_class_iou"])
+    for scores in report["per_class_pq"].values():
+        assert {"pq", "sq", "rq", "tp", "fp", "fn"} == set(scores)
+    for name, mistakes in report["confused_with"].items():
+        assert all(other != name and 0.0 < share <= 100.0 for other, share in mistakes)
     markdown = report_path.with_suffix(".md").read_text()
     assert "| miou |" in markdown and "| road |" in markdown
+    assert "| class | IoU (%) | PQ | SQ | RQ | TP | FP | FN | its pixels most often predicted as |" in markdown
     assert "| pq |" in capsys.readouterr().out
 
 

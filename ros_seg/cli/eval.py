@@ -44,7 +44,8 @@ def _percent(value: float | None) -> str:
 
 
 def markdown_report(report: dict[str, Any]) -> str:
-    """The evaluation as Markdown: summary table, then per-class IoU."""
+    """The evaluation as Markdown: summary table, then per class IoU, PQ / SQ / RQ with the counts of
+    matched, false and missed segments (panoptic task), and the classes its pixels were mistaken for."""
     lines = [
         f"# Evaluation of {report['model']} on {report['split']} ({report['images']} images)",
         "",
@@ -55,8 +56,22 @@ def markdown_report(report: dict[str, Any]) -> str:
     ]
     for key in ("miou", "pq", "sq", "rq", "pq_things", "pq_stuff"):
         lines.append(f"| {key} | {_percent(report[key])} |")
-    lines += ["", "| class | IoU (%) |", "|---|---|"]
-    lines += [f"| {name} | {_percent(value)} |" for name, value in report["per_class_iou"].items()]
+    per_class_pq = report.get("per_class_pq")
+    confused = report.get("confused_with", {})
+    header = "| class | IoU (%) |"
+    if per_class_pq is not None:
+        header += " PQ | SQ | RQ | TP | FP | FN |"
+    header += " its pixels most often predicted as |"
+    lines += ["", header, "|---" * (header.count("|") - 1) + "|"]
+    for name, value in report["per_class_iou"].items():
+        row = f"| {name} | {_percent(value)} |"
+        if per_class_pq is not None:
+            scores = per_class_pq.get(name)
+            row += (" n/a | n/a | n/a | 0 | 0 | 0 |" if scores is None else
+                    f" {scores['pq']:.2f} | {scores['sq']:.2f} | {scores['rq']:.2f} |"
+                    f" {scores['tp']} | {scores['fp']} | {scores['fn']} |")
+        row += " " + (", ".join(f"{other} {share:.1f}%" for other, share in confused.get(name, [])) or "-") + " |"
+        lines.append(row)
     return "\n".join(lines) + "\n"
 
 

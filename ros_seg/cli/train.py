@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutdown_distributed()
     if os.environ.get("RANK", "0") == "0":
-        accuracy = {k: v for k, v in (result["eval"] or {}).items() if k != "per_class_iou"}
+        per_class = ("per_class_iou", "per_class_pq", "confused_with")  # in metrics.jsonl; the summary stays one line
+        accuracy = {k: v for k, v in (result["eval"] or {}).items() if k not in per_class}
         print(json.dumps({"checkpoint": result["checkpoint"], **accuracy}))
     return 0

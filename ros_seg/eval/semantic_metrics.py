@@ -51,6 +51,22 @@ class SemanticAccumulator:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(union > 0, 100.0 * tp / union, np.nan)
 
+    def confusions(self, top: int = 2) -> dict[str, list[tuple[str, float]]]:
+        """Where each class's ground-truth pixels went wrong: {class: [(predicted as, percent of the
+        class's pixels), ...]}, the `top` largest shares of other classes (or "outside the label set"),
+        largest first, shares above 0 only; classes absent from the ground truth are left out."""
+        names = [*self.metadata.names, "outside the label set"]
+        result = {}
+        for c, row in enumerate(self.confusion):
+            total = row.sum()
+            if total == 0:
+                continue
+            wrong = row.astype(np.float64).copy()
+            wrong[c] = 0.0
+            order = np.argsort(-wrong, kind="stable")[:top]
+            result[names[c]] = [(names[k], float(100.0 * wrong[k] / total)) for k in order if wrong[k] > 0]
+        return result
+
     def summary(self) -> dict:
         """{"miou", "per_class_iou" {name: value or None when undefined}, "pixel_accuracy"}.
 

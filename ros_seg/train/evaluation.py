@@ -56,9 +56,11 @@ def evaluate(
 
     size: (H, W) the images are resized to before the model (None: as stored);
     predictions are scored at the ground truth's resolution either way.
-    Returns miou, per_class_iou {name: IoU or None}, pixel_accuracy and, when
-    the dataset's task is panoptic, pq, sq, rq, pq_things, pq_stuff (percent;
-    None where undefined), plus "images". The model is left in eval mode.
+    Returns miou, per_class_iou {name: IoU or None}, pixel_accuracy,
+    confused_with {name: [(class its pixels were most often predicted as,
+    percent), ...]} and, when the dataset's task is panoptic, pq, sq, rq,
+    pq_things, pq_stuff and per_class_pq {name: {pq, sq, rq, tp, fp, fn}}
+    (percent; None where undefined), plus "images". The model is left in eval mode.
     Panoptic SegFormer predictions are merged mask-wise (ros_seg.inference.maskwise_merge),
     binarizing soft masks at `mask_threshold`.
     """
@@ -100,8 +102,11 @@ def evaluate(
         "miou": _json_number(summary["miou"]),
         "per_class_iou": summary["per_class_iou"],
         "pixel_accuracy": _json_number(summary["pixel_accuracy"]),
+        "confused_with": semantic.confusions(),
     }
     pq = panoptic.summary() if panoptic is not None else {}
     for key in ("pq", "sq", "rq", "pq_things", "pq_stuff"):
         report[key] = _json_number(pq.get(key, math.nan))
+    if panoptic is not None:
+        report["per_class_pq"] = pq["per_class"]
     return report
