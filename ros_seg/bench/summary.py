@@ -102,7 +102,8 @@ def _op_lines(r: dict) -> list[str]:
     if r.get("op") == "train":
         return [
             f"Training {r['model']} (`ros-seg bench --op train`): crops {r['crop_size'][0]}x{r['crop_size'][1]}, "
-            f"batch {r['batch_size']}, {r['num_workers']} loader workers: {r['step_s']:.2f} s per iteration "
+            f"batch {r['batch_size']}, {r['num_workers']} loader workers, autocast {r.get('autocast', 'off (fp32)')}: "
+            f"{r['step_s']:.2f} s per iteration "
             f"({r['iterations_per_s']:.3f} it/s); waiting for data {100 * r['loader_share']:.1f}% of each step.",
             "",
         ]

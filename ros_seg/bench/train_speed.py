@@ -12,11 +12,18 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ros_seg.bench.machine import machine_info
 from ros_seg.data.synthetic_scenes import write_dataset
 from ros_seg.train.train_config import DataConfig, SolverConfig, TrainConfig
-from ros_seg.train.trainer import LOG_FILE, train
+from ros_seg.train.trainer import LOG_FILE, autocast_precision, train
+
+
+def _autocast_name(device: str) -> str:
+    """The precision the trainer's autocast (solver.amp on) runs the model in on `device`."""
+    enabled, dtype = autocast_precision(torch.device(device), amp=True)
+    return str(dtype).removeprefix("torch.") if enabled else "off (fp32)"
 
 
 def bench_training(
@@ -52,6 +59,7 @@ def bench_training(
         "crop_size": list(size),
         "batch_size": batch_size,
         "num_workers": num_workers,
+        "autocast": _autocast_name(device),
         "iterations_timed": len(steps),
         "step_s": round(step_s, 3),
         "iterations_per_s": round(1.0 / step_s, 3),
