@@ -93,6 +93,8 @@ def test_bench_training_reports_speed_and_loader_share(tmp_path: Path) -> None:
     out = json.loads(dest.read_text())
     assert out["op"] == "train" and out["batch_size"] == 2 and out["iterations_timed"] == 2
     assert out["iterations_per_s"] > 0 and 0 <= out["loader_share"] < 1
+    assert out["autocast"] in ("bfloat16", "off (fp32)")  # what the trainer ran on this CPU
+    assert "--precision" not in out["command"] and "--op train" in out["command"]
 
 
 def test_commands_work_where_an_optional_package_is_missing(tmp_path: Path) -> None:

@@ -64,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="profile the model's eager PyTorch forward instead (torch.profiler): time per operator and the "
         "share spent outside convolution and matrix-multiply kernels",
     )
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="precision")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
+                   help="inference precision (--op train follows the trainer's mixed precision instead)")
     p.add_argument("--channels-last", action="store_true", help="NHWC convolutions")
     p.add_argument(
         "--compile",
@@ -156,6 +157,8 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
         value = getattr(args, key)
         if value is None or (key == "backend" and args.compare_backends):
             continue
+        if key in ("backend", "precision") and args.op == "train":
+            continue  # training runs PyTorch with the autocast of solver.amp (recorded as "autocast")
         if key == "size":
             value = f"{value[0]}x{value[1]}"
         out += [f"--{key}", str(value)]
