@@ -41,7 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     workers = args.workers if args.workers is not None else len(os.sched_getaffinity(0))
-    workers = min(workers, args.n) if args.n > 0 else workers
     try:
         names = write_dataset(
             args.out, args.n, split=args.split, size=args.size, seed=args.seed, sequence=args.sequence,
@@ -51,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ros-seg synth: error: {exc}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - start
+    workers = min(workers, len(names))  # write_dataset starts no more processes than frames
     print(f"wrote {len(names)} {args.split} frames of {args.size[0]}x{args.size[1]} to {args.out} in {elapsed:.1f} s"
           f" with {workers} worker process{'es' if workers > 1 else ''}")
     return 0

@@ -23,6 +23,7 @@ the camera sits at x = 0, height `Camera.mount_height`, z = ego position.
 """
 from __future__ import annotations
 
+import functools
 import math
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
@@ -1109,28 +1110,26 @@ class _DatasetJob:
     metadata: ClassMetadata
 
 
-_job_drives: dict[_DatasetJob, StreetDrive] = {}  # the drive of a sequence, synthesized once per process
+@functools.lru_cache(maxsize=1)
+def _sequence_drive(job: _DatasetJob) -> StreetDrive:
+    """The one drive of a sequence job, synthesized once per process."""
+    return synthesize_drive(frame_rng(job.seed, job.split, 0), job.size, job.n)
 
 
-def _write_frame(job: _DatasetJob, index: int) -> tuple[layout.FrameName, dict, dict]:
+def _write_frame(job: _DatasetJob, index: int, colors: np.ndarray) -> tuple[layout.FrameName, dict, dict]:
     """Write frame `index` of `job` (image and every ground-truth file but the panoptic json).
 
-    Returns the frame's name and its panoptic json entries (image, annotation).
-    A pure function of (job, index): any process may write any frame.
+    `colors` maps label ids to the color image's RGB. Returns the frame's name and
+    its panoptic json entries (image, annotation). A pure function of (job, index):
+    any process may write any frame.
     """
     if job.sequence:
-        drive = _job_drives.get(job)
-        if drive is None:
-            _job_drives.clear()
-            drive = _job_drives[job] = synthesize_drive(frame_rng(job.seed, job.split, 0), job.size, job.n)
-        name, frame = layout.FrameName(_CITIES[job.split][0], 0, index), drive.render(index)
+        name, frame = layout.FrameName(_CITIES[job.split][0], 0, index), _sequence_drive(job).render(index)
     else:
         cities = _CITIES[job.split]
         name = layout.FrameName(cities[index % len(cities)], index, 19)
         frame = synthesize_drive(frame_rng(job.seed, job.split, index), job.size, 1).render(0)
     out, split, metadata = job.out, job.split, job.metadata
-    colors = np.zeros((layout.LABEL_ID_TABLE_SIZE, 3), dtype=np.uint8)
-    colors[list(metadata.label_ids)] = metadata.colors
     label_ids = frame.label_ids
     layout.write_png(layout.image_path(out, split, name), frame.image)
     layout.write_png(layout.gt_path(out, split, name, layout.LABEL_IDS_SUFFIX), label_ids)
@@ -1143,7 +1142,9 @@ def _write_frame(job: _DatasetJob, index: int) -> tuple[layout.FrameName, dict, 
 
 
 def _write_frames(job: _DatasetJob, indices: range) -> list[tuple[layout.FrameName, dict, dict]]:
-    return [_write_frame(job, i) for i in indices]
+    colors = np.zeros((layout.LABEL_ID_TABLE_SIZE, 3), dtype=np.uint8)
+    colors[list(job.metadata.label_ids)] = job.metadata.colors
+    return [_write_frame(job, i, colors) for i in indices]
 
 
 def write_dataset(out: Path, n: int, split: str = "train", size: tuple[int, int] = (512, 1024), seed: int = 0,
