@@ -21,7 +21,9 @@ import pytest
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
@@ -35,7 +37,7 @@ from ros_seg.inference.image_input import ENCODINGS
 from ros_seg.models.checkpoint import save_checkpoint
 from ros_seg.models.registry import build_model, load_model_config
 from ros_seg.msg import SegmentArray, SegmentationInfo
-from ros_seg.ros.segmentation_node import SegmentationNode, StartupError
+from ros_seg.ros.segmentation_node import SegmentationNode, StartupError, spin_until_shutdown
 
 TIMEOUT = 60.0
 HEIGHT, WIDTH = 64, 96
@@ -461,6 +463,58 @@ def test_signal_shuts_the_node_down_cleanly(tmp_path: Path, sig: int) -> None:
         time.sleep(0.1)
     assert stop_node(process, sig) == 0, log.read_text()
     assert "Traceback" not in log.read_text()
+
+
+class ShutdownBeforeWait(SingleThreadedExecutor):
+    """An executor whose context is shut down after spin()'s check, before the wait set is built:
+    where a signal landing at the wrong moment leaves rclpy's own executor."""
+
+    def spin_once(self, timeout_sec: float | None = None) -> None:
+        self.context.shutdown()
+        super().spin_once(timeout_sec)
+
+
+class FailingWait(SingleThreadedExecutor):
+    """An executor that fails while its context is still valid."""
+
+    def spin_once(self, timeout_sec: float | None = None) -> None:
+        raise rclpy_implementation.RCLError("wait set failed")
+
+
+@pytest.fixture
+def private_context() -> Iterator[Callable[[type[SingleThreadedExecutor]], SingleThreadedExecutor]]:
+    """Executors of a given type, each with one node, on a context of their own."""
+    made = []
+
+    def make(executor_type: type[SingleThreadedExecutor]) -> SingleThreadedExecutor:
+        context = Context()
+        rclpy.init(context=context, domain_id=int(os.environ["ROS_DOMAIN_ID"]))
+        node = Node("shutdown_race", context=context)
+        executor = executor_type(context=context)
+        executor.add_node(node)
+        made.append((context, node, executor))
+        return executor
+
+    yield make
+    for context, node, executor in made:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def test_shutdown_racing_the_executor_is_a_shutdown(private_context: Callable) -> None:
+    # rclpy's own spin() raises when the shutdown lands between its check and its wait ...
+    with pytest.raises(rclpy_implementation.RCLError, match="context is not valid"):
+        private_context(ShutdownBeforeWait).spin()
+    # ... which the node takes for the requested shutdown it is.
+    executor = private_context(ShutdownBeforeWait)
+    spin_until_shutdown(executor)
+    assert not executor.context.ok()
+
+
+def test_executor_failure_on_a_valid_context_propagates(private_context: Callable) -> None:
+    with pytest.raises(rclpy_implementation.RCLError, match="wait set failed"):
+        spin_until_shutdown(private_context(FailingWait))
 
 
 @pytest.mark.parametrize("model", ["proscale_r50_111", "panoptic_segformer_r50"])

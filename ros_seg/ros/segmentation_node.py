@@ -23,7 +23,8 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -297,6 +298,24 @@ class SegmentationNode(Node):
         super().destroy_node()
 
 
+def spin_until_shutdown(executor: Executor) -> None:
+    """Spin until Ctrl-C, SIGTERM or rclpy.shutdown(); a shutdown is never an error.
+
+    rclpy's signal handler shuts the context down from whichever moment the
+    signal lands: between spin()'s check of the context and the building of its
+    wait set, rclpy raises RCLError ("the given context is not valid") instead
+    of returning. That error on a context that is no longer valid is the
+    requested shutdown; on a valid one it is a real failure and propagates.
+    """
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except rclpy_implementation.RCLError:
+        if executor.context.ok():
+            raise
+
+
 def main(args: list[str] | None = None) -> int:
     """Run the node until Ctrl-C or SIGTERM; 2 when it cannot start."""
     rclpy.init(args=args)
@@ -309,9 +328,7 @@ def main(args: list[str] | None = None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spin_until_shutdown(executor)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
