@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ import yaml
 from ros_seg.cli import eval as eval_cli
 from ros_seg.cli import train as train_cli
 from ros_seg.data.synthetic_scenes import write_dataset
-from ros_seg.models.checkpoint import read_checkpoint
+from ros_seg.models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from ros_seg.models.load import load_model
 from ros_seg.models.strict_config import ConfigError
 from ros_seg.train.train_config import TrainConfig
@@ -229,6 +230,43 @@ def test_resume_and_fresh_runs_check_the_output_folder(workspace: Path) -> None:
     (workspace / "used_out" / LAST_CHECKPOINT).write_text("model_final.pt\n")
     with pytest.raises(ValueError, match="--resume"):
         train(config, workspace / "used_out")
+
+
+def test_init_weights_start_a_new_run_from_a_checkpoint(workspace: Path) -> None:
+    source = workspace / "init_source"
+    train(TrainConfig.from_yaml(write_config(workspace, "init_source", solver={"max_iters": 2})), source)
+    checkpoint = read_checkpoint(source / "model_final.pt")
+    config = TrainConfig.from_yaml(write_config(workspace, "init_target", init_weights=str(source / "model_final.pt")))
+
+    runner = trainer_module.Trainer(config, workspace / "init_target")
+    assert runner.start_iteration == 0 and runner.scheduler.last_epoch == 0
+    assert not runner.optimizer.state  # fresh optimizer moments
+    for name, tensor in runner.model.state_dict().items():
+        assert torch.equal(tensor.float(), checkpoint.state_dict[name].float()), name
+
+    # A checkpoint of the same architecture on another label set is refused, naming both.
+    other = replace(checkpoint.metadata, names=tuple(f"class{i}" for i in range(len(checkpoint.metadata.names))))
+    save_checkpoint(workspace / "other_classes.pt", runner.model, checkpoint.config, other)
+    with pytest.raises(ValueError, match=r"other classes.*class0.*same label set"):
+        trainer_module.Trainer(replace(config, init_weights=str(workspace / "other_classes.pt")), workspace / "x")
+    # Weights of another architecture: every mis-shaped tensor is listed.
+    wide = yaml.safe_load((workspace / "tiny.yaml").read_text())
+    wide["transformer_decoder"]["hidden_dim"] = 32
+    (workspace / "tiny_wide.yaml").write_text(yaml.safe_dump(wide))
+    wide_config = TrainConfig.from_yaml(write_config(workspace, "wide", model=str(workspace / "tiny_wide.yaml")))
+    with pytest.raises(CheckpointError, match=r"init_weights .*model_final\.pt do not fit the model: mis-shaped"):
+        trainer_module.Trainer(replace(wide_config, init_weights=str(source / "model_final.pt")), workspace / "y")
+    with pytest.raises(CheckpointError, match="missing.pt does not exist"):
+        trainer_module.Trainer(replace(config, init_weights=str(workspace / "missing.pt")), workspace / "z")
+
+
+def test_train_command_init_weights_and_resume_exclude_each_other(workspace: Path) -> None:
+    parser = argparse.ArgumentParser()
+    train_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["train", "--config", str(write_config(workspace, "both")), "--out",
+                              str(workspace / "both"), "--resume", "--init-weights", str(workspace / "a.pt")])
+    with pytest.raises(ValueError, match="give only one of them"):
+        args.func(args)
 
 
 def test_train_command_rejects_unknown_config_keys(tmp_path: Path) -> None:

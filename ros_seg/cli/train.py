@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder for logs and checkpoints")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in OUT from its newest checkpoint (exactly as if never interrupted)")
+    p.add_argument("--init-weights", metavar="CKPT", default=None,
+                   help="start from the weights of this ros_seg checkpoint of the same model and classes "
+                   "(fine-tuning; overrides init_weights; optimizer, schedule and iteration start fresh)")
     p.add_argument("--max-iters", type=int, default=None, metavar="N",
                    help="train N iterations in all (overrides solver.max_iters, which also sets the schedule length)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
@@ -43,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig.from_yaml(args.config)
     if args.data is not None:
         config = replace(config, data=replace(config.data, root=args.data))
+    if args.init_weights is not None:
+        if args.resume:
+            raise ValueError("--init-weights starts a new run; --resume continues one: give only one of them")
+        config = replace(config, init_weights=args.init_weights)
     if args.max_iters is not None and args.max_iters < 1:
         raise ValueError(f"--max-iters must be at least 1, got {args.max_iters}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -83,6 +83,8 @@ class TrainConfig:
 
     model: model name (e.g. pem_r50) or model config path.
     imagenet_weights: optional file of ImageNet backbone weights.
+    init_weights: optional ros_seg checkpoint of the same model whose weights
+    start the run (fine-tuning); optimizer, schedule and iteration start fresh.
     eval_period / checkpoint_period: iterations between evaluations / checkpoints
     (0: only at the end). log_period: iterations between log lines.
     """
@@ -90,6 +92,7 @@ class TrainConfig:
     model: str = "pem_r50"
     seed: int = 0
     imagenet_weights: str | None = None
+    init_weights: str | None = None
     eval_period: int = 5000
     checkpoint_period: int = 5000
     log_period: int = 20

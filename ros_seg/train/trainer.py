@@ -134,6 +134,8 @@ class Trainer:
         self.model, self.metadata = build_model(self.model_config)
         if config.imagenet_weights and not resume:
             load_imagenet_weights(self.model.backbone, config.imagenet_weights)
+        if config.init_weights and not resume:
+            self._load_init_weights(config.init_weights)
         self.model.to(self.context.device).train()
         self.ddp_model = wrap_model(self.model, self.context)
         self.optimizer = build_optimizer(self.ddp_model, solver)
@@ -174,6 +176,19 @@ class Trainer:
         if not resume:
             torch.manual_seed(config.seed * 1000 + self.context.rank)
             np.random.seed(config.seed * 1000 + self.context.rank)
+
+    def _load_init_weights(self, path: str) -> None:
+        """Start from the weights of a ros_seg checkpoint of the same model and label set."""
+        checkpoint = read_checkpoint(path)
+        if checkpoint.metadata.names != self.metadata.names:
+            raise ValueError(
+                f"init_weights {path} was trained on other classes ({len(checkpoint.metadata.names)}: "
+                f"{', '.join(checkpoint.metadata.names[:5])}, ...) than {self.config.model} "
+                f"({len(self.metadata.names)}: {', '.join(self.metadata.names[:5])}, ...): "
+                "fine-tune from a checkpoint of the same label set"
+            )
+        load_weights(self.model, checkpoint.state_dict, f"init_weights {path}")
+        log.info("initialized %s from the weights of %s", self.config.model, path)
 
     def _check_fresh_output(self) -> None:
         if latest_checkpoint(self.out_dir) is not None:
