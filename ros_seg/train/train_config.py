@@ -84,7 +84,8 @@ class TrainConfig:
     model: model name (e.g. pem_r50) or model config path.
     imagenet_weights: optional file of ImageNet backbone weights.
     init_weights: optional ros_seg checkpoint of the same model whose weights
-    start the run (fine-tuning); optimizer, schedule and iteration start fresh.
+    start the run (fine-tuning; imagenet_weights is then not loaded); optimizer,
+    schedule and iteration start fresh.
     eval_period / checkpoint_period: iterations between evaluations / checkpoints
     (0: only at the end). log_period: iterations between log lines.
     """

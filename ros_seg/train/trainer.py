@@ -132,10 +132,11 @@ class Trainer:
         self.model_config = load_model_config(config.model)
         torch.manual_seed(config.seed)  # the same initial weights in every process
         self.model, self.metadata = build_model(self.model_config)
-        if config.imagenet_weights and not resume:
-            load_imagenet_weights(self.model.backbone, config.imagenet_weights)
-        if config.init_weights and not resume:
-            self._load_init_weights(config.init_weights)
+        if not resume:  # a resume loads its own weights below
+            if config.init_weights:  # the whole model, backbone included: ImageNet weights would be overwritten
+                self._load_init_weights(config.init_weights)
+            elif config.imagenet_weights:
+                load_imagenet_weights(self.model.backbone, config.imagenet_weights)
         self.model.to(self.context.device).train()
         self.ddp_model = wrap_model(self.model, self.context)
         self.optimizer = build_optimizer(self.ddp_model, solver)
