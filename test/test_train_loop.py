@@ -269,6 +269,25 @@ def test_train_command_init_weights_and_resume_exclude_each_other(workspace: Pat
         args.func(args)
 
 
+def test_train_command_seed_overrides_the_config(workspace: Path) -> None:
+    parser = argparse.ArgumentParser()
+    train_cli.register(parser.add_subparsers())
+    config = write_config(workspace, "seeded", solver={"max_iters": 2})
+
+    def run(out: str, *extra: str) -> list[float]:
+        args = parser.parse_args(["train", "--config", str(config), "--out", str(workspace / out), "--device", "cpu",
+                                  *extra])
+        assert args.func(args) == 0
+        return [record["loss"] for record in read_log(workspace / out) if "loss" in record]
+
+    with_seed_3 = run("seed3", "--seed", "3")
+    assert json.loads((workspace / "seed3" / trainer_module.CONFIG_FILE).read_text())["seed"] == 3
+    assert run("seed3_again", "--seed", "3") == with_seed_3  # the seed fixes weights, data order and augmentation
+    assert run("config_seed") != with_seed_3  # the config's seed 1 gives another run
+    with pytest.raises(ValueError, match="--seed must be 0 or more, got -1"):
+        run("negative", "--seed", "-1")
+
+
 def test_train_command_rejects_unknown_config_keys(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: pem_stdc1\nsolver:\n  learning_rate: 0.1\n")

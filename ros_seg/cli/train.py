@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(fine-tuning; overrides init_weights; optimizer, schedule and iteration start fresh)")
     p.add_argument("--max-iters", type=int, default=None, metavar="N",
                    help="train N iterations in all (overrides solver.max_iters, which also sets the schedule length)")
+    p.add_argument("--seed", type=int, default=None, metavar="N",
+                   help="seed of the weights' initialisation, the data order and the augmentation (overrides "
+                   "seed; give the same with --resume)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="device to train on (default: cuda when available, else cpu)")
     p.set_defaults(func=run)
@@ -52,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
         config = replace(config, init_weights=args.init_weights)
     if args.max_iters is not None and args.max_iters < 1:
         raise ValueError(f"--max-iters must be at least 1, got {args.max_iters}")
+    if args.seed is not None:
+        if args.seed < 0:
+            raise ValueError(f"--seed must be 0 or more, got {args.seed}")
+        config = replace(config, seed=args.seed)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         result = train(config, args.out, device=device, resume=args.resume, max_iters=args.max_iters)
