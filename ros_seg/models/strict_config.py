@@ -33,6 +33,56 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     return data
 
 
+BASE_KEY = "_base_"
+
+
+def read_yaml_with_bases(path: str | Path, what: str) -> tuple[dict[str, Any], str]:
+    """The mapping of a YAML file that may name another one it extends, and a description of its files.
+
+    `_base_: other.yaml` (relative to the file's folder) reads that file first
+    (itself possibly extending a third) and lays this one over it: mappings
+    merge key by key, at any depth; every other value, lists included,
+    replaces the base's. The description names the file and its bases, for
+    error messages. A missing base or a loop of bases is an error naming the files.
+    """
+    chain: list[Path] = []
+    layers: list[dict[str, Any]] = []
+    current = Path(path)
+    while True:
+        if current.resolve() in [p.resolve() for p in chain]:
+            loop = " -> ".join(str(p) for p in [*chain, current])
+            raise ConfigError(f"{what} {chain[0]} extends itself through {BASE_KEY}: {loop}")
+        data = read_yaml_mapping(current, what)
+        chain.append(current)
+        base = data.pop(BASE_KEY, None)
+        layers.append(data)
+        if base is None:
+            break
+        if not isinstance(base, str) or not base:
+            raise ConfigError(f"'{BASE_KEY}' in {current} must be the name of the YAML file it extends "
+                              f"(relative to {current.parent}), got {base!r}")
+        following = current.parent / base
+        if not following.is_file():
+            raise ConfigError(f"'{BASE_KEY}: {base}' in {current} names {following}, which does not exist")
+        current = following
+    merged: dict[str, Any] = {}
+    for layer in reversed(layers):
+        merged = _overlay(merged, layer)
+    source = str(chain[0]) if len(chain) == 1 else f"{chain[0]} (with its {BASE_KEY} {', '.join(map(str, chain[1:]))})"
+    return merged, source
+
+
+def _overlay(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """`layer` laid over `base`: nested mappings merge, other values replace."""
+    merged = dict(base)
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _overlay(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def build_dataclass(cls: type, data: Any, source: str, section: str = "") -> Any:
     """Instance of dataclass `cls` from a mapping, every key and value checked against the field types."""
     where = f"section '{section}' of {source}" if section else source

@@ -1,7 +1,8 @@
 """Training configuration: a YAML file under config/train/ parsed into typed, checked sections.
 
 Every key is known: an unknown key, a value of the wrong type or out of range
-is an error naming the key and the file. Sections: top level (model, seed,
+is an error naming the key and the file. A config may extend another with
+`_base_: other.yaml` and give only what differs. Sections: top level (model, seed,
 periods), `data`, `solver`, `loss`. Missing keys take the defaults below,
 which are the Mask2Former / PEM recipe where it has one.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 
-from ros_seg.models.strict_config import ConfigError, build_dataclass, read_yaml_mapping
+from ros_seg.models.strict_config import ConfigError, build_dataclass, read_yaml_with_bases
 
 SCHEDULES = ("cosine", "poly")
 TASKS = ("panoptic", "semantic")
@@ -112,7 +113,9 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
-        return cls.from_dict(read_yaml_mapping(path, "training config"), source=str(path))
+        """The config in `path`; `_base_: other.yaml` in it extends that file (see read_yaml_with_bases)."""
+        data, source = read_yaml_with_bases(path, "training config")
+        return cls.from_dict(data, source=source)
 
 
 def _validate(config: TrainConfig, source: str) -> None:
