@@ -12,7 +12,7 @@ from ros_seg.models.checkpoint import CheckpointError, read_checkpoint, save_che
 from ros_seg.models.load import load_model
 from ros_seg.models.model_config import ModelConfig
 from ros_seg.models.strict_config import ConfigError
-from ros_seg.models.registry import build_model, load_model_config
+from ros_seg.models.registry import build_model, load_model_config, resolve_config
 
 
 def _saved(tmp_path: Path, name: str = "pem_stdc1", storage: str = "fp32") -> tuple[Path, torch.nn.Module]:
@@ -98,6 +98,24 @@ def test_config_unknown_keys_and_types(tmp_path: Path) -> None:
         ModelConfig.from_yaml(bad)
     with pytest.raises(ConfigError, match="unknown model 'pem_r51'"):
         load_model_config("pem_r51")
+
+
+def test_model_configs_extend_a_base(tmp_path: Path) -> None:
+    stdc1, stdc2 = load_model_config("pem_stdc1"), load_model_config("pem_stdc2")
+    assert (stdc2.name, stdc2.backbone.name) == ("pem_stdc2", "stdc2")
+    assert stdc2.transformer_decoder == stdc1.transformer_decoder and stdc2.pixel_decoder == stdc1.pixel_decoder
+    p111, p333 = load_model_config("proscale_r50_111"), load_model_config("proscale_r50_333")
+    assert p333.pixel_decoder.proscale_layers == [3, 3, 3] and p333.pixel_decoder.lpe and p333.pixel_decoder.trc
+    assert p333.transformer_decoder == p111.transformer_decoder and p333.backbone == p111.backbone
+    # A user's config may extend a shipped one by path; a wrong key in it names the file and its base.
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(f"_base_: {resolve_config('pem_stdc1')}\n"
+                    "name: pem_stdc1_q50\ntransformer_decoder:\n  num_queries: 50\n")
+    config = ModelConfig.from_yaml(mine)
+    assert config.transformer_decoder.num_queries == 50 and config.transformer_decoder.num_layers == 6
+    mine.write_text("_base_: pem_stdc1.yaml\nname: x\n")
+    with pytest.raises(ConfigError, match=r"mine\.yaml names .*pem_stdc1\.yaml, which does not exist"):
+        ModelConfig.from_yaml(mine)
 
 
 # --- detectron2 import: a checkpoint written in the authors' key layout ---------------------------

@@ -1,7 +1,8 @@
 """Model configuration: a YAML file under config/models/ parsed into typed, checked sections.
 
 Every key is known: a misspelled or unknown key is an error naming the key, the
-section and the file, so a typo never silently falls back to a default.
+section and the file, so a typo never silently falls back to a default. A config
+may extend another with `_base_: other.yaml` and give only what differs.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ros_seg.models.strict_config import ConfigError, build_dataclass, read_yaml_mapping
+from ros_seg.models.strict_config import ConfigError, build_dataclass, read_yaml_with_bases
 
 
 
@@ -113,4 +114,6 @@ class ModelConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ModelConfig":
-        return cls.from_dict(read_yaml_mapping(path, "model config"), source=str(path))
+        """The config in `path`; `_base_: other.yaml` in it extends that file (see read_yaml_with_bases)."""
+        data, source = read_yaml_with_bases(path, "model config")
+        return cls.from_dict(data, source=source)

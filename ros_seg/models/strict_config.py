@@ -39,7 +39,7 @@ BASE_KEY = "_base_"
 def read_yaml_with_bases(path: str | Path, what: str) -> tuple[dict[str, Any], str]:
     """The mapping of a YAML file that may name another one it extends, and a description of its files.
 
-    `_base_: other.yaml` (relative to the file's folder) reads that file first
+    `_base_: other.yaml` (relative to the file's folder, or an absolute path) reads that file first
     (itself possibly extending a third) and lays this one over it: mappings
     merge key by key, at any depth; every other value, lists included,
     replaces the base's. The description names the file and its bases, for
