@@ -227,6 +227,30 @@ def test_accumulator_void_crowd_and_threshold_rules() -> None:
         accumulator.update(pred, {10: 13}, gt, gt_classes)
 
 
+def test_accumulator_counts_matched_thing_segments_by_area() -> None:
+    gt = np.zeros((40, 40), dtype=np.int64)
+    gt[0:4, 0:4] = 1  # car, 16 px: matched
+    gt[0:2, 6:8] = 2  # person, 4 px: missed
+    gt[10:20, 0:10] = 3  # car, 100 px: matched
+    gt[10:30, 20:40] = 4  # car, 400 px: missed (its prediction covers a quarter of it)
+    gt[30:40, 0:10] = 5  # car crowd, 100 px: not counted
+    gt[20:40, 10:20] = 6  # road, 200 px: stuff, not counted
+    car, person, road = TRAIN_ID[26], TRAIN_ID[24], TRAIN_ID[7]
+    gt_classes = {1: car, 2: person, 3: car, 4: car, 5: car, 6: road}
+    pred = np.zeros_like(gt)
+    pred[0:4, 0:4] = 1
+    pred[10:20, 0:10] = 2
+    pred[10:20, 20:30] = 3
+    pred[20:40, 10:20] = 4
+    pred_classes = {1: car, 2: car, 3: car, 4: road}
+    accumulator = PanopticAccumulator()
+    accumulator.update(pred, pred_classes, gt, gt_classes, gt_crowd=[5])
+    by_area = accumulator.summary()["things_by_area"]
+    assert [row["area"] for row in by_area] == ["< 64 px", "64-255 px", "256-1023 px", "1024-4095 px", ">= 4096 px"]
+    assert [(row["segments"], row["matched"]) for row in by_area] == [(2, 1), (1, 1), (1, 0), (0, 0), (0, 0)]
+    assert [row["recall"] for row in by_area[:3]] == [50.0, 100.0, 0.0] and math.isnan(by_area[3]["recall"])
+
+
 def test_semantic_accumulator_rules() -> None:
     gt = np.array([[0, 0, 1, 255], [13, 13, 13, 255]], dtype=np.uint8)
     pred = np.array([[0, 1, 1, 5], [13, 255, 13, 13]], dtype=np.uint8)

@@ -179,9 +179,16 @@ def test_eval_command_writes_json_and_markdown(workspace: Path, capsys: pytest.C
         assert {"pq", "sq", "rq", "tp", "fp", "fn"} == set(scores)
     for name, mistakes in report["confused_with"].items():
         assert all(other != name and 0.0 < share <= 100.0 for other, share in mistakes)
+    # The thing segments by area are the things' matched (TP) and missed (FN) segments, binned.
+    things = {"person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"}
+    thing_scores = [scores for name, scores in report["per_class_pq"].items() if name in things]
+    by_area = report["things_by_area"]
+    assert sum(row["segments"] for row in by_area) == sum(s["tp"] + s["fn"] for s in thing_scores) > 0
+    assert sum(row["matched"] for row in by_area) == sum(s["tp"] for s in thing_scores)
     markdown = report_path.with_suffix(".md").read_text()
     assert "| miou |" in markdown and "| road |" in markdown
     assert "| class | IoU (%) | PQ | SQ | RQ | TP | FP | FN | its pixels most often predicted as |" in markdown
+    assert "| area | segments | matched | recall (%) |" in markdown and "| < 64 px |" in markdown
     assert "| pq |" in capsys.readouterr().out
 
 

@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run a trained model over every image of a split in the Cityscapes layout (real "
         "Cityscapes with createPanopticImgs output, or `ros-seg synth`) and score it: mIoU and per-class IoU "
         "(cityscapesScripts' pixel-level rules) and, for the panoptic task, PQ, SQ, RQ, PQ of things and of "
-        "stuff (COCO panoptic rules), all in percent. Predictions are scored at the ground truth's resolution; "
+        "stuff (COCO panoptic rules), all in percent, with the share of thing segments found by their area "
+        "in pixels. Predictions are scored at the ground truth's resolution; "
         "--size only changes the resolution the model sees. Writes a JSON object (--json) and a Markdown "
         "report (--markdown, or next to the JSON file as .md; printed when no JSON goes to stdout).",
     )
@@ -45,7 +46,8 @@ def _percent(value: float | None) -> str:
 
 def markdown_report(report: dict[str, Any]) -> str:
     """The evaluation as Markdown: summary table, then per class IoU, PQ / SQ / RQ with the counts of
-    matched, false and missed segments (panoptic task), and the classes its pixels were mistaken for."""
+    matched, false and missed segments (panoptic task), and the classes its pixels were mistaken for;
+    then (panoptic task) the share of thing segments matched by their area."""
     lines = [
         f"# Evaluation of {report['model']} on {report['split']} ({report['images']} images)",
         "",
@@ -72,6 +74,12 @@ def markdown_report(report: dict[str, Any]) -> str:
                     f" {scores['tp']} | {scores['fp']} | {scores['fn']} |")
         row += " " + (", ".join(f"{other} {share:.1f}%" for other, share in confused.get(name, [])) or "-") + " |"
         lines.append(row)
+    by_area = report.get("things_by_area")
+    if by_area:
+        lines += ["", "Ground-truth segments of thing classes matched (IoU > 0.5), by area:", "",
+                  "| area | segments | matched | recall (%) |", "|---|---|---|---|"]
+        lines += [f"| {row['area']} | {row['segments']} | {row['matched']} | {_percent(row['recall'])} |"
+                  for row in by_area]
     return "\n".join(lines) + "\n"
 
 

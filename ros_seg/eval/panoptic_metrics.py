@@ -14,7 +14,9 @@ Segmentation", CVPR 2019):
   TP), RQ = TP / (TP + FP/2 + FN/2); averages run over the classes with any
   TP, FP or FN.
 
-Values are percentages (0-100).
+Values are percentages (0-100). Beside PQ, the accumulator counts how many
+ground-truth segments of thing classes were matched, by their area in pixels
+(`things_by_area`), which shows whether missed instances are the small ones.
 """
 from __future__ import annotations
 
@@ -26,6 +28,15 @@ import numpy as np
 from ros_seg.data.class_metadata import CITYSCAPES, ClassMetadata
 
 VOID = 0
+# Upper bounds (exclusive) of the area bins, in pixels, of the thing segments' recall; the last bin is open.
+THING_AREA_EDGES = (64, 256, 1024, 4096)
+
+
+def area_bin_labels(edges: tuple[int, ...] = THING_AREA_EDGES) -> list[str]:
+    """Names of the area bins: '< 64 px', '64-255 px', ..., '>= 4096 px'."""
+    labels = [f"< {edges[0]} px"]
+    labels += [f"{low}-{high - 1} px" for low, high in zip(edges[:-1], edges[1:])]
+    return labels + [f">= {edges[-1]} px"]
 
 
 def _index_map(panoptic: np.ndarray, segments: Mapping[int, int], what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -53,6 +64,8 @@ class PanopticAccumulator:
         self.tp = np.zeros(n, dtype=np.int64)
         self.fp = np.zeros(n, dtype=np.int64)
         self.fn = np.zeros(n, dtype=np.int64)
+        self.things_total = np.zeros(len(THING_AREA_EDGES) + 1, dtype=np.int64)  # ground-truth thing segments
+        self.things_matched = np.zeros(len(THING_AREA_EDGES) + 1, dtype=np.int64)  # ... of them matched
 
     def _classes(self, ids: np.ndarray, segments: Mapping[int, int], what: str) -> np.ndarray:
         """(N,) train id per id in `ids` (-1 for void), checked against the label set."""
@@ -112,6 +125,14 @@ class PanopticAccumulator:
         gt_missed[0] = False
         self.fn += np.bincount(gt_class[gt_missed], minlength=n)
 
+        is_thing = np.array(self.metadata.is_thing, dtype=bool)
+        counted = (gt_class >= 0) & is_thing[np.maximum(gt_class, 0)] & ~crowd
+        counted[0] = False
+        area_bin = np.searchsorted(np.array(THING_AREA_EDGES), gt_area, side="right")
+        bins = len(THING_AREA_EDGES) + 1
+        self.things_total += np.bincount(area_bin[counted], minlength=bins)
+        self.things_matched += np.bincount(area_bin[counted & matched.any(axis=1)], minlength=bins)
+
         same_class_crowd = crowd[:, None] & (gt_class[:, None] == pred_class[None, :])
         ignored = on_void + (inter * same_class_crowd).sum(axis=0)  # (P,)
         pred_missed = ~matched.any(axis=0) & (pred_area > 0) & (2 * ignored <= pred_area)
@@ -123,8 +144,10 @@ class PanopticAccumulator:
 
         Keys: pq, sq, rq, n (classes averaged), pq_things, sq_things, rq_things,
         n_things, pq_stuff, sq_stuff, rq_stuff, n_stuff, and per_class
-        {name: {pq, sq, rq, tp, fp, fn}} for the classes that were averaged.
-        An average over no class is NaN.
+        {name: {pq, sq, rq, tp, fp, fn}} for the classes that were averaged, and
+        things_by_area [{area, segments, matched, recall}] over the bins of
+        THING_AREA_EDGES (non-crowd ground-truth thing segments by pixel count).
+        An average over no class, and the recall of an empty bin, is NaN.
         """
         denominator = self.tp + 0.5 * self.fp + 0.5 * self.fn
         present = denominator > 0
@@ -145,4 +168,9 @@ class PanopticAccumulator:
             for c, name in enumerate(self.metadata.names)
             if present[c]
         }
+        result["things_by_area"] = [
+            {"area": label, "segments": int(total), "matched": int(matched),
+             "recall": 100.0 * matched / total if total else math.nan}
+            for label, total, matched in zip(area_bin_labels(), self.things_total, self.things_matched)
+        ]
         return result

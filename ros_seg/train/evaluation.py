@@ -59,8 +59,9 @@ def evaluate(
     Returns miou, per_class_iou {name: IoU or None}, pixel_accuracy,
     confused_with {name: [(class its pixels were most often predicted as,
     percent), ...]} and, when the dataset's task is panoptic, pq, sq, rq,
-    pq_things, pq_stuff and per_class_pq {name: {pq, sq, rq, tp, fp, fn}}
-    (percent; None where undefined), plus "images". The model is left in eval mode.
+    pq_things, pq_stuff, per_class_pq {name: {pq, sq, rq, tp, fp, fn}} and
+    things_by_area [{area, segments, matched, recall}] (percent; None where
+    undefined), plus "images". The model is left in eval mode.
     Panoptic SegFormer predictions are merged mask-wise (ros_seg.inference.maskwise_merge),
     binarizing soft masks at `mask_threshold`.
     """
@@ -109,4 +110,5 @@ def evaluate(
         report[key] = _json_number(pq.get(key, math.nan))
     if panoptic is not None:
         report["per_class_pq"] = pq["per_class"]
+        report["things_by_area"] = [{**row, "recall": _json_number(row["recall"])} for row in pq["things_by_area"]]
     return report
