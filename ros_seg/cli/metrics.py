@@ -36,6 +36,8 @@ def _finite_or_none(value: object) -> object:
         return None
     if isinstance(value, dict):
         return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
     return value
 
 
@@ -56,6 +58,8 @@ def _print_summary(result: dict) -> None:
         label = group.strip("_") or "all"
         print(f"{label:7s} PQ {_fmt(result['pq' + group])}  SQ {_fmt(result['sq' + group])}  "
               f"RQ {_fmt(result['rq' + group])}  ({result['n' + group]} classes)")
+    found = ", ".join(f"{row['area']} {row['matched']}/{row['segments']}" for row in result["things_by_area"])
+    print(f"thing segments matched, by area: {found}")
     print(f"({result['images']} images)")
 
 
