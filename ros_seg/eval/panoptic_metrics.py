@@ -64,6 +64,7 @@ class PanopticAccumulator:
         self.tp = np.zeros(n, dtype=np.int64)
         self.fp = np.zeros(n, dtype=np.int64)
         self.fn = np.zeros(n, dtype=np.int64)
+        self.is_thing = np.array(metadata.is_thing, dtype=bool)  # (n,)
         self.things_total = np.zeros(len(THING_AREA_EDGES) + 1, dtype=np.int64)  # ground-truth thing segments
         self.things_matched = np.zeros(len(THING_AREA_EDGES) + 1, dtype=np.int64)  # ... of them matched
 
@@ -121,17 +122,17 @@ class PanopticAccumulator:
         self.tp += np.bincount(gt_class[g], minlength=n)
         self.iou += np.bincount(gt_class[g], weights=iou[g, p], minlength=n)
 
-        gt_missed = ~matched.any(axis=1) & ~crowd
+        gt_found = matched.any(axis=1)
+        gt_missed = ~gt_found & ~crowd
         gt_missed[0] = False
         self.fn += np.bincount(gt_class[gt_missed], minlength=n)
 
-        is_thing = np.array(self.metadata.is_thing, dtype=bool)
-        counted = (gt_class >= 0) & is_thing[np.maximum(gt_class, 0)] & ~crowd
+        counted = (gt_class >= 0) & self.is_thing[np.maximum(gt_class, 0)] & ~crowd
         counted[0] = False
         area_bin = np.searchsorted(np.array(THING_AREA_EDGES), gt_area, side="right")
         bins = len(THING_AREA_EDGES) + 1
         self.things_total += np.bincount(area_bin[counted], minlength=bins)
-        self.things_matched += np.bincount(area_bin[counted & matched.any(axis=1)], minlength=bins)
+        self.things_matched += np.bincount(area_bin[counted & gt_found], minlength=bins)
 
         same_class_crowd = crowd[:, None] & (gt_class[:, None] == pred_class[None, :])
         ignored = on_void + (inter * same_class_crowd).sum(axis=0)  # (P,)
@@ -155,7 +156,7 @@ class PanopticAccumulator:
             pq = np.where(present, 100.0 * self.iou / denominator, 0.0)
             sq = np.where(self.tp > 0, 100.0 * self.iou / np.maximum(self.tp, 1), 0.0)
             rq = np.where(present, 100.0 * self.tp / denominator, 0.0)
-        things = np.array(self.metadata.is_thing, dtype=bool)
+        things = self.is_thing
         result: dict = {}
         for suffix, group in (("", np.ones_like(things)), ("_things", things), ("_stuff", ~things)):
             chosen = group & present

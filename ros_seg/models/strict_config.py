@@ -46,14 +46,16 @@ def read_yaml_with_bases(path: str | Path, what: str) -> tuple[dict[str, Any], s
     error messages. A missing base or a loop of bases is an error naming the files.
     """
     chain: list[Path] = []
+    seen: set[Path] = set()  # resolved paths of chain
     layers: list[dict[str, Any]] = []
     current = Path(path)
     while True:
-        if current.resolve() in [p.resolve() for p in chain]:
+        if current.resolve() in seen:
             loop = " -> ".join(str(p) for p in [*chain, current])
             raise ConfigError(f"{what} {chain[0]} extends itself through {BASE_KEY}: {loop}")
         data = read_yaml_mapping(current, what)
         chain.append(current)
+        seen.add(current.resolve())
         base = data.pop(BASE_KEY, None)
         layers.append(data)
         if base is None:
