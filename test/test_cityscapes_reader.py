@@ -100,6 +100,19 @@ def test_official_layout_with_crowd_ignored_class_and_ego_vehicle(handmade_root:
     assert np.array_equal(other["semantic"], semantic)
 
 
+def test_classes_per_image_without_decoding_samples(synth_root: Path, handmade_root: Path) -> None:
+    for task in ("panoptic", "semantic"):
+        dataset = CityscapesDataset(synth_root, "val", task)
+        present = dataset.classes_per_image()
+        assert len(present) == len(dataset)
+        for i, classes in enumerate(present):
+            assert classes.dtype == np.int64 and classes.tolist() == sorted(set(dataset[i]["classes"].tolist()))
+    # Crowd regions show their class; ids outside the evaluated classes (caravan, ego vehicle) are left out.
+    expected = sorted(TRAIN_ID[name] for name in ("road", "sky", "car", "person"))
+    for task in ("panoptic", "semantic"):
+        assert CityscapesDataset(handmade_root, "train", task).classes_per_image()[0].tolist() == expected
+
+
 def test_transform_is_applied(synth_root: Path) -> None:
     dataset = CityscapesDataset(synth_root, "val", "panoptic", transform=TrainAugmentation((64, 96), seed=0))
     sample = dataset[0]

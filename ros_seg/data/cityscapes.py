@@ -105,6 +105,27 @@ class CityscapesDataset:
     def __len__(self) -> int:
         return len(self.frames)
 
+    def classes_per_image(self) -> list[np.ndarray]:
+        """Train ids present in each image (sorted int64 arrays), without decoding any image.
+
+        Panoptic task: read from the json's segments (crowd regions count: they
+        show the class); semantic task: from the ``*_gtFine_labelIds.png`` files,
+        one read each. The order is that of the samples.
+        """
+        present = []
+        for frame in self.frames:
+            if self.task == "semantic":
+                path = layout.gt_path(self.root, self.split, frame, layout.LABEL_IDS_SUFFIX)
+                label_ids = np.unique(layout.read_png(path, 1))
+                train_ids = self._label_to_train[np.minimum(label_ids, layout.LABEL_ID_TABLE_SIZE - 1)]
+            else:
+                categories = [s["category_id"] for s in self._annotations[frame.stem]["segments_info"]]
+                categories = np.clip(np.asarray(categories, dtype=np.int64), 0, layout.LABEL_ID_TABLE_SIZE - 1)
+                train_ids = self._label_to_train[categories]
+            train_ids = np.unique(train_ids.astype(np.int64))
+            present.append(train_ids[train_ids < self.metadata.num_classes])
+        return present
+
     def __getitem__(self, index: int) -> Sample:
         frame = self.frames[index]
         image = layout.read_png(layout.image_path(self.root, self.split, frame), 3)

@@ -3,7 +3,7 @@
 `TrainSamples` turns a `CityscapesDataset` sample into training targets: the
 augmented image as (3, H, W) uint8 and its non-crowd segments as labels and
 full-resolution masks. Its augmentation generator is seeded from the sample
-key (epoch, dataset index) that `ShardedBatchSampler` yields, so the data of
+key (epoch, dataset index[, repeat]) that `ShardedBatchSampler` yields, so the data of
 any iteration is reproducible, whichever worker loads it and whether or not the
 run was resumed.
 
@@ -40,10 +40,13 @@ class TrainSamples(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
-        """{"image": (3, H, W) uint8, "labels": (T,) int64, "masks": (T, H, W) bool}; crowd regions left out."""
-        epoch, index = key
-        rng = np.random.default_rng([self.seed, epoch, index])
+    def __getitem__(self, key: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        """{"image": (3, H, W) uint8, "labels": (T,) int64, "masks": (T, H, W) bool}; crowd regions left out.
+
+        key: (epoch, index), or (epoch, index, k) for the k-th repeat of an image in an epoch.
+        """
+        index = key[1]
+        rng = np.random.default_rng([self.seed, *key])
         sample = self.augmentation(self.dataset[index], rng)
         keep = ~np.asarray(sample["is_crowd"], dtype=bool)
         return {

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -150,6 +150,13 @@ class ShardedBatchSampler:
     Each element of a batch is a key (epoch, dataset index), so augmentation can
     be seeded from it too.
 
+    With `weights` (repeat-factor sampling, `ros_seg.train.repeat_factors`),
+    epoch e is instead dataset_size draws with replacement, each image drawn
+    with probability proportional to its weight; the epoch keeps its length,
+    so positions and resuming work as without. The k-th repeat (k >= 1) of an
+    image within an epoch has the key (epoch, index, k), so its augmentation
+    differs from the first draw's.
+
     Args:
         dataset_size: number of samples in the dataset.
         batch_size: samples per batch of this process.
@@ -157,10 +164,18 @@ class ShardedBatchSampler:
         rank: this process's index.
         world_size: number of processes.
         start_iteration: index of the first batch to produce.
+        weights: (dataset_size,) positive sampling weights, or None for permutations.
     """
 
     def __init__(
-        self, dataset_size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, start_iteration: int = 0
+        self,
+        dataset_size: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start_iteration: int = 0,
+        weights: Sequence[float] | None = None,
     ) -> None:
         self.batches_per_epoch = dataset_size // world_size // batch_size
         if self.batches_per_epoch < 1:
@@ -174,23 +189,39 @@ class ShardedBatchSampler:
         self.rank = rank
         self.world_size = world_size
         self.start_iteration = start_iteration
+        self.weights = None
+        if weights is not None:
+            self.weights = torch.as_tensor(weights, dtype=torch.float64)
+            if self.weights.shape != (dataset_size,) or not bool((self.weights > 0).all()):
+                raise ValueError(
+                    f"sampling weights must be {dataset_size} positive numbers (one per sample), "
+                    f"got shape {tuple(self.weights.shape)}"
+                )
 
     def position(self, iteration: int) -> dict[str, int]:
         """{"epoch", "batch"}: where in the data stream batch `iteration` lies."""
         return {"epoch": iteration // self.batches_per_epoch, "batch": iteration % self.batches_per_epoch}
 
-    def _epoch_indices(self, epoch: int) -> list[int]:
+    def _epoch_keys(self, epoch: int) -> list[tuple[int, ...]]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(self.dataset_size, generator=generator)
-        shard = order[self.rank :: self.world_size][: self.batches_per_epoch * self.batch_size]
-        return shard.tolist()
+        if self.weights is None:
+            order = torch.randperm(self.dataset_size, generator=generator).tolist()
+            keys = [(epoch, i) for i in order]
+        else:
+            order = torch.multinomial(self.weights, self.dataset_size, replacement=True, generator=generator).tolist()
+            seen: dict[int, int] = {}
+            keys = []
+            for i in order:
+                repeat = seen.get(i, 0)
+                seen[i] = repeat + 1
+                keys.append((epoch, i) if repeat == 0 else (epoch, i, repeat))
+        return keys[self.rank :: self.world_size][: self.batches_per_epoch * self.batch_size]
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, ...]]]:
         start = self.position(self.start_iteration)
         epoch, batch = start["epoch"], start["batch"]
         while True:
-            indices = self._epoch_indices(epoch)
+            keys = self._epoch_keys(epoch)
             for b in range(batch, self.batches_per_epoch):
-                chunk = indices[b * self.batch_size : (b + 1) * self.batch_size]
-                yield [(epoch, i) for i in chunk]
+                yield keys[b * self.batch_size : (b + 1) * self.batch_size]
             epoch, batch = epoch + 1, 0

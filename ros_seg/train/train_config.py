@@ -27,6 +27,10 @@ class DataConfig:
     root: Cityscapes-layout data folder (`ros-seg train --data` overrides it).
     val_split: split evaluated during training; null: no evaluation.
     crop_size / eval_size: [height, width]; eval_size null evaluates at full resolution.
+    repeat_factor_threshold: null samples every image equally often; a fraction
+        t in (0, 1] draws images of classes present in fewer than t of the
+        training images more often (LVIS repeat factors, see
+        `ros_seg.train.repeat_factors`).
     """
 
     root: str | None = None
@@ -39,6 +43,7 @@ class DataConfig:
     color_jitter: bool = True
     eval_size: list[int] | None = None
     num_workers: int = 4
+    repeat_factor_threshold: float | None = None
 
 
 @dataclass
@@ -136,6 +141,9 @@ def _validate(config: TrainConfig, source: str) -> None:
         fail("data.flip_probability", "in [0, 1]", data.flip_probability)
     if data.num_workers < 0:
         fail("data.num_workers", ">= 0", data.num_workers)
+    threshold = data.repeat_factor_threshold
+    if threshold is not None and not 0.0 < threshold <= 1.0:
+        fail("data.repeat_factor_threshold", "null or in (0, 1]", threshold)
     if solver.schedule not in SCHEDULES:
         fail("solver.schedule", f"one of {SCHEDULES}", solver.schedule)
     for key in ("batch_size", "max_iters"):

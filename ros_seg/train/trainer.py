@@ -55,6 +55,7 @@ from ros_seg.train.matcher import HungarianMatcher
 from ros_seg.train.optimizer import WarmupSchedule, build_optimizer, build_scheduler, load_optimizer_state
 from ros_seg.train.panoptic_segformer_criterion import PanopticSegFormerCriterion
 from ros_seg.train.panoptic_segformer_matcher import ThingMatcher
+from ros_seg.train.repeat_factors import describe_repeat_factors, image_repeat_factors
 from ros_seg.train.rng_state import capture_rng_state, restore_rng_state
 from ros_seg.train.train_config import TrainConfig
 
@@ -216,6 +217,7 @@ class Trainer:
             self.context.rank,
             self.context.world_size,
             start_iteration=self.start_iteration,
+            weights=self._sampling_weights(),
         )
         loader = torch.utils.data.DataLoader(
             samples,
@@ -228,6 +230,15 @@ class Trainer:
             generator=torch.Generator().manual_seed(self.config.seed),
         )
         return loader, sampler
+
+    def _sampling_weights(self) -> np.ndarray | None:
+        """Repeat factors of the training images, or None when the config does not ask for them."""
+        threshold = self.config.data.repeat_factor_threshold
+        if threshold is None:
+            return None
+        factors = image_repeat_factors(self.train_set.classes_per_image(), self.metadata.num_classes, threshold)
+        log.info("repeat-factor sampling (threshold %g): %s", threshold, describe_repeat_factors(factors))
+        return factors
 
     def train_step(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """One optimization step on a batch; returns the (detached) loss terms and "grad_norm"."""
