@@ -15,6 +15,7 @@ from ros_seg.cli import metrics as metrics_cli
 from ros_seg.data import cityscapes_layout as layout
 from ros_seg.data.class_metadata import CITYSCAPES
 from ros_seg.data.synthetic_scenes import write_dataset
+from ros_seg.eval.json_safe import nan_to_none
 from ros_seg.eval.panoptic_metrics import PanopticAccumulator
 from ros_seg.eval.prediction_files import (
     PanopticPredictionWriter,
@@ -314,7 +315,6 @@ def test_cli_json_output_and_errors(gt_root: Path, semantic_predictions: Path, p
     assert "NaN" not in text  # undefined values are null, as strict JSON readers need
     result = json.loads(text)
     assert {"pq", "sq", "rq", "pq_things", "pq_stuff", "per_class", "things_by_area"} <= set(result)
-    assert metrics_cli._finite_or_none({"rows": [{"recall": math.nan}]}) == {"rows": [{"recall": None}]}
     thing_counts = [v for k, v in result["per_class"].items() if CITYSCAPES.is_thing[CITYSCAPES.names.index(k)]]
     assert sum(row["segments"] for row in result["things_by_area"]) == sum(v["tp"] + v["fn"] for v in thing_counts)
     args = parser.parse_args(["metrics", "--task", "panoptic", "--gt", str(gt_root), "--pred", str(panoptic_predictions)])
@@ -335,3 +335,11 @@ def test_cli_json_output_and_errors(gt_root: Path, semantic_predictions: Path, p
     args = parser.parse_args(["metrics", "--task", "panoptic", "--gt", str(tmp_path / "none"), "--pred", str(partial)])
     assert args.func(args) == 2
     assert "cityscapes_panoptic_val.json" in capsys.readouterr().err
+
+
+def test_nan_becomes_null_at_any_depth() -> None:
+    report = {"miou": math.nan, "pq": 41.5, "rows": [{"recall": math.nan, "n": 0}, (1.0, math.nan)], "name": "nan"}
+    safe = nan_to_none(report)
+    assert safe == {"miou": None, "pq": 41.5, "rows": [{"recall": None, "n": 0}, [1.0, None]], "name": "nan"}
+    assert math.isnan(report["miou"])  # the input is left as it was
+    json.loads(json.dumps(safe), parse_constant=lambda name: pytest.fail(name))

@@ -170,7 +170,7 @@ def test_eval_command_writes_json_and_markdown(workspace: Path, capsys: pytest.C
     args = parser.parse_args(["eval", "--model", str(workspace / "tiny.yaml"), "--weights", str(weights),
                               "--data", str(workspace / "data"), "--json", str(report_path), "--size", "64x128"])
     assert args.func(args) == 0
-    report = json.loads(report_path.read_text())
+    report = json.loads(report_path.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in eval.json"))
     assert {"miou", "per_class_iou", "pq", "sq", "rq", "pq_things", "pq_stuff"} <= set(report)
     assert set(report["per_class_iou"]) >= {"road", "car", "person"}
     assert report["miou"] is not None and 0.0 <= report["miou"] <= 100.0

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 from ros_seg.cli.arguments import add_json_argument, write_json
+from ros_seg.eval.json_safe import nan_to_none
 from ros_seg.eval.prediction_files import score_panoptic_predictions, score_semantic_predictions
 
 
@@ -28,17 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="val", help="ground-truth split (default val)")
     add_json_argument(p)
     p.set_defaults(func=run)
-
-
-def _finite_or_none(value: object) -> object:
-    """JSON-safe copy: NaN (an average over nothing) becomes null."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite_or_none(v) for v in value]
-    return value
 
 
 def _fmt(value: float | None) -> str:
@@ -70,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"ros-seg metrics: error: {exc}", file=sys.stderr)
         return 2
-    result = {"task": args.task, "split": args.split, **_finite_or_none(result)}
+    result = {"task": args.task, "split": args.split, **nan_to_none(result)}
     if args.json is not None:
         write_json(result, args.json)
     if args.json != "-":

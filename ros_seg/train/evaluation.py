@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ros_seg.data.class_metadata import ClassMetadata
+from ros_seg.eval.json_safe import nan_to_none
 from ros_seg.eval.panoptic_metrics import PanopticAccumulator
 from ros_seg.eval.semantic_metrics import SemanticAccumulator
 from ros_seg.inference.maskwise_merge import maskwise_merge
@@ -35,10 +36,6 @@ def ground_truth_panoptic(sample: dict[str, Any]) -> tuple[np.ndarray, dict[int,
     segments = {int(i): int(c) for i, c in zip(ids, sample["classes"])}
     crowd = [int(i) for i, is_crowd in zip(ids, sample["is_crowd"]) if is_crowd]
     return panoptic, segments, crowd
-
-
-def _json_number(value: float) -> float | None:
-    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 @torch.no_grad()
@@ -100,15 +97,15 @@ def evaluate(
     summary = semantic.summary()
     report: dict[str, Any] = {
         "images": len(dataset),
-        "miou": _json_number(summary["miou"]),
+        "miou": summary["miou"],
         "per_class_iou": summary["per_class_iou"],
-        "pixel_accuracy": _json_number(summary["pixel_accuracy"]),
+        "pixel_accuracy": summary["pixel_accuracy"],
         "confused_with": semantic.confusions(),
     }
     pq = panoptic.summary() if panoptic is not None else {}
     for key in ("pq", "sq", "rq", "pq_things", "pq_stuff"):
-        report[key] = _json_number(pq.get(key, math.nan))
+        report[key] = pq.get(key, math.nan)
     if panoptic is not None:
         report["per_class_pq"] = pq["per_class"]
-        report["things_by_area"] = [{**row, "recall": _json_number(row["recall"])} for row in pq["things_by_area"]]
-    return report
+        report["things_by_area"] = pq["things_by_area"]
+    return nan_to_none(report)
