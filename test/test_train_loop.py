@@ -342,3 +342,39 @@ def test_loss_falls_for_deformable_encoder_models(workspace: Path, variant: str)
     losses = [r["loss"] for r in read_log(out) if "loss" in r]
     assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4, losses
     assert load_model(weights=out / "model_final.pt").config.pixel_decoder.name == TINY_ENCODER_MODELS[variant]["name"]
+
+
+def test_best_metric_keeps_the_best_evaluation_across_a_resume(workspace: Path) -> None:
+    config = write_config(workspace, "best", best_metric="miou", eval_period=2, checkpoint_period=2,
+                          data={"val_split": "val", "eval_size": list(SIZE)}, solver={"max_iters": 4})
+    out = workspace / "best"
+    first = train(TrainConfig.from_yaml(config), out, max_iters=4)
+    result = train(TrainConfig.from_yaml(config), out, resume=True, max_iters=8)
+    scores = {r["iter"]: r["eval"]["miou"] for r in read_log(out) if "eval" in r}
+    assert sorted(scores) == [2, 4, 6, 8]
+    best_iteration = max(scores, key=lambda i: (scores[i], -i))  # the first of equal scores
+    assert result["best"] == {"checkpoint": str(out / "model_best.pt"), "iteration": best_iteration,
+                              "metric": "miou", "score": scores[best_iteration]}
+    assert first["best"]["iteration"] in (2, 4)
+    best = read_checkpoint(out / "model_best.pt")
+    assert best.extra == {"iteration": best_iteration, "metric": "miou", "score": scores[best_iteration]}
+    if best_iteration == 8:
+        final = read_checkpoint(out / "model_final.pt")
+        assert all(torch.equal(t, final.state_dict[k]) for k, t in best.state_dict.items())
+    assert load_model(weights=out / "model_best.pt").model is not None
+    # A resumed run starts from the best evaluation in its log (null scores and loss lines skipped).
+    logged = workspace / "best_from_log"
+    logged.mkdir()
+    (logged / LOG_FILE).write_text("".join(json.dumps(r) + "\n" for r in (
+        {"iter": 2, "eval": {"miou": 5.0}}, {"iter": 3, "loss": 9.0}, {"iter": 4, "eval": {"miou": 7.0}},
+        {"iter": 6, "eval": {"miou": 7.0}}, {"iter": 8, "eval": {"miou": None}})))
+    runner = trainer_module.Trainer(TrainConfig.from_yaml(config), logged)
+    assert runner._best_in_log() == {"iteration": 4, "metric": "miou", "score": 7.0}
+
+    with pytest.raises(ConfigError, match=r"'best_metric' .* must be null or one of .*'miou', 'pq'.*, got 'loss'"):
+        TrainConfig.from_yaml(write_config(workspace, "bad_best", best_metric="loss"))
+    with pytest.raises(ConfigError, match="'best_metric' .* must be null when data.val_split is null"):
+        TrainConfig.from_yaml(write_config(workspace, "no_val_best", best_metric="pq"))
+    with pytest.raises(ConfigError, match="'best_metric' .* must be miou when data.task is semantic"):
+        TrainConfig.from_yaml(write_config(workspace, "semantic_best", best_metric="pq",
+                                           data={"val_split": "val", "task": "semantic"}))

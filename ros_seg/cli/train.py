@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "on GPUs and on CPUs with bf16 instructions) from a training config (config/train/*.yaml) on data in the "
         "Cityscapes layout (real Cityscapes with createPanopticImgs output, or `ros-seg synth`). OUT receives "
         "metrics.jsonl (one JSON line per logged iteration and per evaluation), model_NNNNNNN.pt checkpoints, "
-        "model_final.pt and last_checkpoint. "
+        "model_final.pt and last_checkpoint, and model_best.pt when the config sets best_metric (miou, pq, pq_things "
+        "or pq_stuff: the weights of the best evaluation so far). "
         "Checkpoints load in every ros-seg tool (`ros-seg eval --weights OUT/model_final.pt`). For several "
         "GPUs or CPU processes run `torchrun --nproc_per_node N -m ros_seg.cli train ...`; solver.batch_size "
         "is the total over all processes.",
@@ -67,5 +68,6 @@ def run(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") == "0":
         per_class = ("per_class_iou", "per_class_pq", "confused_with")  # in metrics.jsonl; the summary stays one line
         accuracy = {k: v for k, v in (result["eval"] or {}).items() if k not in per_class}
-        print(json.dumps({"checkpoint": result["checkpoint"], **accuracy}))
+        best = {"best": result["best"]} if "best" in result else {}
+        print(json.dumps({"checkpoint": result["checkpoint"], **accuracy, **best}))
     return 0

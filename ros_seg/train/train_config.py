@@ -18,6 +18,8 @@ from ros_seg.models.strict_config import ConfigError, build_dataclass, read_yaml
 
 SCHEDULES = ("cosine", "poly")
 TASKS = ("panoptic", "semantic")
+# Accuracy figures a run can keep its best weights by; the PQ ones need the panoptic task.
+BEST_METRICS = ("miou", "pq", "pq_things", "pq_stuff")
 
 
 @dataclass
@@ -94,6 +96,8 @@ class TrainConfig:
     schedule and iteration start fresh.
     eval_period / checkpoint_period: iterations between evaluations / checkpoints
     (0: only at the end). log_period: iterations between log lines.
+    best_metric: null, or one of BEST_METRICS: after each evaluation that beats
+    the previous ones on it, the weights are also written to model_best.pt.
     """
 
     model: str = "pem_r50"
@@ -103,6 +107,7 @@ class TrainConfig:
     eval_period: int = 5000
     checkpoint_period: int = 5000
     log_period: int = 20
+    best_metric: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -163,3 +168,10 @@ def _validate(config: TrainConfig, source: str) -> None:
     for key in ("eval_period", "checkpoint_period", "log_period"):
         if getattr(config, key) < 0:
             fail(key, ">= 0", getattr(config, key))
+    if config.best_metric is not None:
+        if config.best_metric not in BEST_METRICS:
+            fail("best_metric", f"null or one of {BEST_METRICS}", config.best_metric)
+        if data.val_split is None:
+            fail("best_metric", "null when data.val_split is null (nothing is evaluated)", config.best_metric)
+        if config.best_metric != "miou" and data.task != "panoptic":
+            fail("best_metric", "miou when data.task is semantic (no PQ)", config.best_metric)

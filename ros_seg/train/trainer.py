@@ -12,7 +12,9 @@ line per logged iteration to `OUT/metrics.jsonl`, evaluates every
 `eval_period` iterations and at the end (mIoU, PQ), and writes checkpoints
 atomically: `OUT/model_{iteration:07d}.pt` every `checkpoint_period`
 iterations and `OUT/model_final.pt` at the end; `OUT/last_checkpoint` names
-the newest. A checkpoint holds the model config, class metadata and weights
+the newest. With `best_metric` set, `OUT/model_best.pt` holds the weights of
+the best evaluation so far (weights only; its extra names the iteration and
+the score). A checkpoint holds the model config, class metadata and weights
 (loadable by every ros_seg tool) and, under "extra", everything a resume
 needs: iteration, optimizer, scheduler and scaler states, the random
 generators of every process and the data position. Resuming restores all of
@@ -64,6 +66,7 @@ log = logging.getLogger(__name__)
 LOG_FILE = "metrics.jsonl"
 LAST_CHECKPOINT = "last_checkpoint"
 FINAL_CHECKPOINT = "model_final.pt"
+BEST_CHECKPOINT = "model_best.pt"
 CONFIG_FILE = "train_config.json"
 
 
@@ -343,7 +346,8 @@ class Trainer:
         return period > 0 and done % period == 0
 
     def run(self) -> dict[str, Any]:
-        """Train to solver.max_iters; returns {"iteration", "checkpoint", "eval"} (eval on rank 0)."""
+        """Train to solver.max_iters; returns {"iteration", "checkpoint", "eval"} (eval on rank 0), and
+        "best" {"checkpoint", "iteration", "metric", "score"} when best_metric is set and an evaluation scored."""
         config, main = self.config, self.context.is_main
         max_iters = config.solver.max_iters
         if main:
@@ -351,6 +355,7 @@ class Trainer:
             _atomic_write_text(self.out_dir / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
         loader, sampler = self._data_loader()
         batches = iter(loader)
+        self.best = self._best_in_log() if main else None
         log_file = open(self.out_dir / LOG_FILE, "a") if main else None
         bar = tqdm(total=max_iters, initial=self.start_iteration, disable=not main, desc="train",
                    dynamic_ncols=True, mininterval=1.0)
@@ -389,7 +394,10 @@ class Trainer:
             bar.close()
             if log_file is not None:
                 log_file.close()
-        return {"iteration": max_iters, "checkpoint": str(self.out_dir / FINAL_CHECKPOINT), "eval": report}
+        result = {"iteration": max_iters, "checkpoint": str(self.out_dir / FINAL_CHECKPOINT), "eval": report}
+        if self.best is not None:
+            result["best"] = {"checkpoint": str(self.out_dir / BEST_CHECKPOINT), **self.best}
+        return result
 
     def _log_eval(self, iteration: int, log_file: Any) -> dict[str, Any] | None:
         report = self.evaluate()
@@ -397,7 +405,33 @@ class Trainer:
             log_file.write(json.dumps({"iter": iteration, "eval": report}) + "\n")
             log_file.flush()
             log.info("iteration %d: mIoU %s, PQ %s", iteration, report["miou"], report["pq"])
+            self._keep_if_best(iteration, report)
         return report
+
+    def _best_in_log(self) -> dict[str, Any] | None:
+        """{"iteration", "metric", "score"} of the best evaluation already in the log (a resumed run), or None."""
+        metric, path = self.config.best_metric, self.out_dir / LOG_FILE
+        if metric is None or not path.is_file():
+            return None
+        best = None
+        for line in path.read_text().splitlines():
+            record = json.loads(line) if line.strip() else {}
+            score = (record.get("eval") or {}).get(metric)
+            if score is not None and (best is None or score > best["score"]):
+                best = {"iteration": record["iter"], "metric": metric, "score": score}
+        return best
+
+    def _keep_if_best(self, iteration: int, report: dict[str, Any]) -> None:
+        """Write model_best.pt when this evaluation beats the previous ones on `best_metric` (rank 0)."""
+        metric = self.config.best_metric
+        score = report.get(metric) if metric is not None else None
+        if score is None or (self.best is not None and score <= self.best["score"]):
+            return
+        self.best = {"iteration": iteration, "metric": metric, "score": score}
+        save_checkpoint(self.out_dir / BEST_CHECKPOINT, self.model, self.model_config, self.metadata,
+                        extra=dict(self.best))
+        log.info("best %s so far (%.2f): weights of iteration %d written to %s", metric, score, iteration,
+                 BEST_CHECKPOINT)
 
 
 def train(config: TrainConfig, out_dir: str | Path, device: str = "cpu", resume: bool = False,
