@@ -86,8 +86,8 @@ def test_weighted_epochs_are_split_between_processes() -> None:
 def test_bad_weights_are_refused() -> None:
     with pytest.raises(ValueError, match=r"must be 4 positive numbers \(one per sample\), got shape \(3,\)"):
         ShardedBatchSampler(4, 2, seed=0, weights=[1.0, 1.0, 1.0])
-    with pytest.raises(ValueError, match="positive"):
-        ShardedBatchSampler(4, 2, seed=0, weights=[1.0, 0.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="must be positive; 2 are not, the first at sample 1"):
+        ShardedBatchSampler(4, 2, seed=0, weights=[1.0, 0.0, 1.0, float("nan")])
 
 
 def test_a_repeated_image_is_augmented_anew(tmp_path: Path) -> None:

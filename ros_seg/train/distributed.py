@@ -192,11 +192,14 @@ class ShardedBatchSampler:
         self.weights = None
         if weights is not None:
             self.weights = torch.as_tensor(weights, dtype=torch.float64)
-            if self.weights.shape != (dataset_size,) or not bool((self.weights > 0).all()):
+            if self.weights.shape != (dataset_size,):
                 raise ValueError(
                     f"sampling weights must be {dataset_size} positive numbers (one per sample), "
                     f"got shape {tuple(self.weights.shape)}"
                 )
+            bad = torch.nonzero(~(self.weights > 0)).flatten().tolist()
+            if bad:
+                raise ValueError(f"sampling weights must be positive; {len(bad)} are not, the first at sample {bad[0]}")
 
     def position(self, iteration: int) -> dict[str, int]:
         """{"epoch", "batch"}: where in the data stream batch `iteration` lies."""
