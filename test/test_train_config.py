@@ -76,3 +76,15 @@ def test_shipped_configs_that_extend_a_base_differ_from_it_only_where_they_say()
     assert (finetune.solver.max_iters, finetune.solver.base_lr) == (7000, 0.00015)
     restored = dataclasses.replace(finetune.solver, max_iters=demo.solver.max_iters, base_lr=demo.solver.base_lr)
     assert restored == demo.solver
+    fullcrop = TrainConfig.from_yaml(root / "pem_stdc1_synth_fullcrop.yaml")
+    assert fullcrop.data == dataclasses.replace(finetune.data, crop_size=[256, 512])
+    assert fullcrop.solver == dataclasses.replace(
+        finetune.solver, batch_size=2, max_iters=5000, base_lr=0.0001, warmup_iters=200
+    )
+    assert (fullcrop.seed, fullcrop.best_metric, fullcrop.loss) == (9, "pq", finetune.loss)
+    probe = TrainConfig.from_yaml(root / "pem_stdc1_synth_fullcrop_probe.yaml")
+    assert probe.solver == dataclasses.replace(fullcrop.solver, max_iters=1600, warmup_iters=100)
+    assert (probe.eval_period, probe.checkpoint_period, probe.best_metric) == (800, 400, None)
+    scale075 = TrainConfig.from_yaml(root / "pem_stdc1_synth_scale075.yaml")
+    assert scale075.data == dataclasses.replace(finetune.data, scale_range=[0.75, 2.0])
+    assert (scale075.seed, scale075.solver.max_iters) == (7, 6000)
