@@ -79,7 +79,7 @@ def test_shipped_configs_that_extend_a_base_differ_from_it_only_where_they_say()
     fullcrop = TrainConfig.from_yaml(root / "pem_stdc1_synth_fullcrop.yaml")
     assert fullcrop.data == dataclasses.replace(finetune.data, crop_size=[256, 512])
     assert fullcrop.solver == dataclasses.replace(
-        finetune.solver, batch_size=2, max_iters=5000, base_lr=0.0001, warmup_iters=200
+        finetune.solver, batch_size=2, max_iters=5000, base_lr=0.0001
     )
     assert (fullcrop.seed, fullcrop.best_metric, fullcrop.loss) == (9, "pq", finetune.loss)
     probe = TrainConfig.from_yaml(root / "pem_stdc1_synth_fullcrop_probe.yaml")
