@@ -13,7 +13,17 @@ import pytest
 from ros_seg.cli import synth as synth_cli
 from ros_seg.data import cityscapes_layout as layout
 from ros_seg.data.class_metadata import CITYSCAPES
-from ros_seg.data.synthetic_scenes import MIN_INSTANCE_AREA, frame_rng, synthesize_drive, write_dataset
+from ros_seg.data.synthetic_scenes import (
+    BUS,
+    MIN_INSTANCE_AREA,
+    TRAIN,
+    Camera,
+    _Canvas,
+    _Vehicle,
+    frame_rng,
+    synthesize_drive,
+    write_dataset,
+)
 
 SIZE = (192, 384)
 
@@ -108,6 +118,38 @@ def test_scenes_cover_the_classes() -> None:
     core = {"road", "sidewalk", "building", "pole", "traffic sign", "vegetation", "sky", "person", "car"}
     assert {CITYSCAPES.label_ids[CITYSCAPES.names.index(n)] for n in core} <= seen
     assert len(seen & set(CITYSCAPES.label_ids)) >= 13
+
+
+def _draw_alone(label: int, color: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """One oncoming 20 m vehicle 25 m ahead in the lane left of the camera on a gray background: (image, instance ids)."""
+    camera = Camera(width=512, height=256, focal=540.0, horizon=110.0, mount_height=1.5)
+    canvas = _Canvas(camera, np.full((256, 3), 128, dtype=np.uint8))
+    vehicle = _Vehicle(-3.5, 25.0, length=20.0, track=1, label=label, width=2.5, height=3.3, color=color,
+                       oncoming=True)
+    vehicle.draw(canvas, 25.0, 0.0, 1.0)
+    return canvas.image, canvas.ids
+
+
+@pytest.mark.parametrize("color", [(235, 235, 230), (200, 30, 35)], ids=["white", "red"])
+def test_trams_look_unlike_buses(color: tuple[int, int, int]) -> None:
+    tram_image, tram_ids = _draw_alone(TRAIN, color)
+    bus_image, bus_ids = _draw_alone(BUS, color)
+    tram, bus = tram_ids == TRAIN * 1000 + 1, bus_ids == BUS * 1000 + 1
+    # Everything drawn belongs to the vehicle's segment, and nothing else does.
+    assert np.array_equal((tram_image != 128).any(axis=-1), tram)
+    assert np.array_equal((bus_image != 128).any(axis=-1), bus)
+    # Roof equipment and the pantograph rise above a bus body of the same height.
+    assert np.nonzero(tram.any(axis=1))[0].min() < np.nonzero(bus.any(axis=1))[0].min() - 5
+    # The livery stripe (the other tram colour) and the dark skirt and bellows are the tram's alone.
+    other = np.array((200, 30, 35) if color[0] > 220 else (235, 235, 230))
+    def stripe(image: np.ndarray) -> np.ndarray:  # on the front face, or shaded on the side face
+        return np.stack([np.abs(image.astype(int) - other * f).max(axis=-1) < 20 for f in (1.0, 0.8)]).any(0)
+
+    def dark(image: np.ndarray) -> np.ndarray:
+        return image.max(axis=-1) < 60
+
+    assert stripe(tram_image)[tram].sum() > 60 and stripe(bus_image)[bus].sum() == 0
+    assert dark(tram_image)[tram].mean() > dark(bus_image)[bus].mean() + 0.05
 
 
 def test_sequence_frames_move_smoothly(tmp_path: Path) -> None:

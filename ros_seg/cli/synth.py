@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "synth",
         help="write synthetic Cityscapes-like scenes (images + semantic/instance/panoptic ground truth)",
         description="Generate procedural street scenes (road, sidewalks, buildings, vegetation, poles, signs, "
-        "lights; cars, trucks, buses, pedestrians, riders, bicycles, motorcycles with occlusions) and write "
+        "lights; cars, trucks, buses, trams, pedestrians, riders, bicycles, motorcycles with occlusions) and write "
         "them in the exact Cityscapes layout: leftImg8bit/SPLIT/CITY/*_leftImg8bit.png, "
         "gtFine/SPLIT/CITY/*_gtFine_{labelIds,instanceIds,color}.png and the panoptic ground truth "
         "gtFine/cityscapes_panoptic_SPLIT.json + gtFine/cityscapes_panoptic_SPLIT/*.png as "

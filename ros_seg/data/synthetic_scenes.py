@@ -4,7 +4,8 @@ A scene is a small 3-D street seen by a forward-looking camera: a road with
 lanes, markings and sometimes a bike lane or crosswalk, sidewalks, verges of
 terrain, building blocks with windows, vegetation, walls and fences between
 them, a far skyline, street lamps, traffic signs and lights, trees, parked and
-moving cars (sometimes trucks, buses or a tram), pedestrians (alone or in a
+moving cars (sometimes trucks, buses or a tram, which has what tells it from a
+bus: articulation, roof equipment, a pantograph), pedestrians (alone or in a
 crowd), cyclists and motorcyclists (rider and vehicle are separate instances)
 and parked two-wheelers. Everything is drawn with OpenCV polygons in painter's
 order (far to near), so occlusions in the image and the label maps agree.
@@ -351,6 +352,9 @@ class _Vehicle(_Actor):
             if self.oncoming:
                 self._windows(canvas, (x0 + 0.05, x1 - 0.05, 0.45 * h, 0.8 * h, z, z + cab_len), glass, 0.1)
             lamp_y = 0.8
+        elif self.label == TRAIN:
+            self._draw_tram(canvas, z, light, glass, seg)
+            lamp_y = 0.55
         else:
             body = (x0, x1, 0.35, h, z, z + l)
             canvas.cuboid(body, color, seg)
@@ -363,6 +367,65 @@ class _Vehicle(_Actor):
                           [lx, lamp_y + 0.12, z - 0.01]]),
                 lamp, None,
             )
+
+    def _draw_tram(self, canvas: _Canvas, z: float, light: float, glass: Color, seg: int) -> None:
+        """An articulated tram: sections joined by dark bellows, roof equipment and a pantograph on top,
+        a low dark skirt, a livery stripe in the other tram colour and window bays split by pillars.
+
+        What sits on the roof is drawn first: from below the roof, the body hides all of it that it covers.
+        """
+        w, h, l = self.width, self.height, self.length
+        x0, x1 = self.x - w / 2, self.x + w / 2
+        color = _shade(self.color, light)
+        sections = max(2, round(l / 8.0))
+        bay = l / sections
+        equipment = _shade((70, 72, 75), light)
+        for k in range(sections):
+            canvas.cuboid((x0 + 0.45, x1 - 0.45, h, h + 0.35, z + k * bay + 1.5, z + k * bay + 4.5), equipment, seg)
+        self._pantograph(canvas, self.x, h + 0.35, z + 0.5 * bay, _shade((35, 35, 38), light), seg)
+        canvas.cuboid((x0, x1, 0.3, h, z, z + l), color, seg)
+        white = (235, 235, 230)
+        stripe = _shade((200, 30, 35) if self.color == white else white, light)
+        skirt = _shade((45, 45, 48), light)
+        bellows = _shade((30, 30, 32), light)
+        self._band(canvas, (x0, x1, 0.3, 0.75, z, z + l), skirt)
+        self._band(canvas, (x0, x1, 0.3 * h, 0.36 * h, z, z + l), stripe)
+        self._windows(canvas, (x0, x1, 0.4 * h, 0.86 * h, z, z + l), glass, 0.05)
+        pillar = 0.25
+        for k in range(sections):
+            for j in range(1, 4):
+                zp = z + k * bay + j * bay / 4
+                self._band(canvas, (x0, x1, 0.4 * h, 0.86 * h, zp - pillar / 2, zp + pillar / 2), color, front=False)
+            if k:
+                self._band(canvas, (x0, x1, 0.3, h, z + k * bay - 0.3, z + k * bay + 0.3), bellows, front=False)
+
+    @staticmethod
+    def _pantograph(canvas: _Canvas, x: float, roof: float, zc: float, color: Color, seg: int) -> None:
+        """A pantograph seen side-on: two arms folding up from the roof to a wide collector bar."""
+        if zc - 0.7 <= Z_NEAR:
+            return
+        cam = canvas.camera
+        knee, top = roof + 0.5, roof + 1.0
+        points = cam.project(np.array([[x, roof, zc - 0.6], [x, knee, zc + 0.3], [x, top, zc - 0.1],
+                                       [x - 0.8, top, zc - 0.1], [x + 0.8, top, zc - 0.1]]))
+        thick = cam.focal * 0.06 / zc
+        for a, b in ((0, 1), (1, 2), (3, 4)):
+            canvas.line(points[a], points[b], color, seg, thick)
+
+    @staticmethod
+    def _band(canvas: _Canvas, box: tuple[float, ...], color: Color, front: bool = True) -> None:
+        """Paint (image only) the part y0..y1, z0..z1 of a box's visible side face, and of its front face
+        when `front`, shaded as the cuboid shades them. Kept 2 cm inside the box's edges, so that no paint
+        spills off the box's outline."""
+        x0, x1, y0, y1, z0, z1 = box
+        y0, y1 = y0 + 0.02, y1 - 0.02
+        if front and z0 > Z_NEAR:
+            xa, xb, z = x0 + 0.02, x1 - 0.02, z0 - 0.01
+            canvas.polygon3d(np.array([[xa, y0, z], [xb, y0, z], [xb, y1, z], [xa, y1, z]]), color, None)
+        side, za, zb = _shade(color, 0.8), z0 + 0.02, z1 - 0.02
+        for x, visible in ((x0 - 0.01, x0 > 0), (x1 + 0.01, x1 < 0)):
+            if visible:
+                canvas.polygon3d(np.array([[x, y0, za], [x, y0, zb], [x, y1, zb], [x, y1, za]]), side, None)
 
     @staticmethod
     def _windows(canvas: _Canvas, box: tuple[float, ...], glass: Color, inset: float) -> None:
