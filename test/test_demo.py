@@ -29,9 +29,15 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
         assert (out / name).is_file(), name
     printed = capsys.readouterr().out
     assert "ros_seg demo" in printed and str(out.resolve() / "report.md") in printed
-    # A second run reuses the generated drive and bag.
+    # A second run reuses the generated drive and bag ...
     assert main(args) == 0
     assert "reusing the synthetic drive" in capsys.readouterr().out
+    # ... unless they were made by another version of the scene generator.
+    stamp = out / "inputs" / "inputs.json"
+    stamp.write_text(json.dumps({**json.loads(stamp.read_text()), "generator": "an older one"}))
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "reusing" not in printed and "ros-seg synth" in printed
 
 
 def test_demo_without_checkpoint_fails_clearly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

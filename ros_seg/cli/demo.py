@@ -3,11 +3,13 @@
 Generates a short synthetic drive, writes it to an mcap bag, starts the
 segmentation node with the demo checkpoint, replays the bag live through it and
 writes the accuracy + latency report with overlays and plots. Data and bag are
-kept between runs (keyed by their parameters), so a second run only replays.
+kept between runs (keyed by their parameters and the scene generator's source),
+so a second run only replays.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -37,10 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _prepare_bag(args: argparse.Namespace, work: Path) -> Path:
-    """Synthetic frames and their bag, made once per set of parameters."""
+    """Synthetic frames and their bag, made once per set of parameters and version of the generator."""
     from ros_seg.cli import main
+    from ros_seg.data import synthetic_scenes
 
-    key = {"frames": args.frames, "size": list(args.size), "rate": args.rate, "seed": args.seed}
+    generator = hashlib.sha256(Path(synthetic_scenes.__file__).read_bytes()).hexdigest()[:16]
+    key = {"frames": args.frames, "size": list(args.size), "rate": args.rate, "seed": args.seed,
+           "generator": generator}
     stamp = work / "inputs.json"
     bag = work / "drive_bag"
     if stamp.is_file() and json.loads(stamp.read_text()) == key and bag.is_dir():
