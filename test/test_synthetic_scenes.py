@@ -121,7 +121,7 @@ def test_scenes_cover_the_classes() -> None:
 
 
 def _draw_alone(label: int, color: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """One oncoming 20 m vehicle 25 m ahead in the lane left of the camera on a gray background: (image, instance ids)."""
+    """One oncoming 20 m vehicle 25 m ahead in the lane left of the camera, on gray: (image, instance ids)."""
     camera = Camera(width=512, height=256, focal=540.0, horizon=110.0, mount_height=1.5)
     canvas = _Canvas(camera, np.full((256, 3), 128, dtype=np.uint8))
     vehicle = _Vehicle(-3.5, 25.0, length=20.0, track=1, label=label, width=2.5, height=3.3, color=color,
