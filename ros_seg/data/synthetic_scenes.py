@@ -339,7 +339,7 @@ class _Vehicle(_Actor):
             belt = 0.55 * h
             cabin = (x0 + 0.09 * w, x1 - 0.09 * w, belt, h, z + 0.24 * l, z + 0.78 * l)
             canvas.cuboid(cabin, color, seg)
-            self._windows(canvas, cabin, glass, 0.08)
+            self._paint_faces(canvas, cabin, glass, 0.08)
             canvas.cuboid((x0, x1, 0.3, belt, z, z + l), color, seg)
             lamp_y = belt - 0.2
         elif self.label == TRUCK:
@@ -350,7 +350,7 @@ class _Vehicle(_Actor):
             cargo = (x0, x1, 0.55, h, box_z, box_z + l - cab_len)
             canvas.cuboid(cargo, _shade((225, 225, 220), light) if self.track % 2 else color, seg)
             if self.oncoming:
-                self._windows(canvas, (x0 + 0.05, x1 - 0.05, 0.45 * h, 0.8 * h, z, z + cab_len), glass, 0.1)
+                self._paint_faces(canvas, (x0 + 0.05, x1 - 0.05, 0.45 * h, 0.8 * h, z, z + cab_len), glass, 0.1)
             lamp_y = 0.8
         elif self.label == TRAIN:
             self._draw_tram(canvas, z, light, glass, seg)
@@ -358,7 +358,7 @@ class _Vehicle(_Actor):
         else:
             body = (x0, x1, 0.35, h, z, z + l)
             canvas.cuboid(body, color, seg)
-            self._windows(canvas, (x0, x1, 0.42 * h, 0.85 * h, z, z + l), glass, 0.05)
+            self._paint_faces(canvas, (x0, x1, 0.42 * h, 0.85 * h, z, z + l), glass, 0.05)
             lamp_y = 0.7
         lamp = (255, 250, 230) if self.oncoming else (200, 20, 20)
         for lx in (x0 + 0.08, x1 - 0.33):
@@ -388,16 +388,18 @@ class _Vehicle(_Actor):
         stripe = _shade((200, 30, 35) if self.color == white else white, light)
         skirt = _shade((45, 45, 48), light)
         bellows = _shade((30, 30, 32), light)
-        self._band(canvas, (x0, x1, 0.3, 0.75, z, z + l), skirt)
-        self._band(canvas, (x0, x1, 0.3 * h, 0.36 * h, z, z + l), stripe)
-        self._windows(canvas, (x0, x1, 0.4 * h, 0.86 * h, z, z + l), glass, 0.05)
+        self._paint_faces(canvas, (x0, x1, 0.3, 0.75, z, z + l), skirt, 0.02, 0.8)
+        self._paint_faces(canvas, (x0, x1, 0.3 * h, 0.36 * h, z, z + l), stripe, 0.02, 0.8)
+        self._paint_faces(canvas, (x0, x1, 0.4 * h, 0.86 * h, z, z + l), glass, 0.05)
         pillar = 0.25
         for k in range(sections):
             for j in range(1, 4):
                 zp = z + k * bay + j * bay / 4
-                self._band(canvas, (x0, x1, 0.4 * h, 0.86 * h, zp - pillar / 2, zp + pillar / 2), color, front=False)
+                pillar_box = (x0, x1, 0.4 * h, 0.86 * h, zp - pillar / 2, zp + pillar / 2)
+                self._paint_faces(canvas, pillar_box, color, 0.02, 0.8, front=False)
             if k:
-                self._band(canvas, (x0, x1, 0.3, h, z + k * bay - 0.3, z + k * bay + 0.3), bellows, front=False)
+                joint = (x0, x1, 0.3, h, z + k * bay - 0.3, z + k * bay + 0.3)
+                self._paint_faces(canvas, joint, bellows, 0.02, 0.8, front=False)
 
     @staticmethod
     def _pantograph(canvas: _Canvas, x: float, roof: float, zc: float, color: Color, seg: int) -> None:
@@ -413,33 +415,22 @@ class _Vehicle(_Actor):
             canvas.line(points[a], points[b], color, seg, thick)
 
     @staticmethod
-    def _band(canvas: _Canvas, box: tuple[float, ...], color: Color, front: bool = True) -> None:
-        """Paint (image only) the part y0..y1, z0..z1 of a box's visible side face, and of its front face
-        when `front`, shaded as the cuboid shades them. Kept 2 cm inside the box's edges, so that no paint
-        spills off the box's outline."""
-        x0, x1, y0, y1, z0, z1 = box
-        y0, y1 = y0 + 0.02, y1 - 0.02
-        if front and z0 > Z_NEAR:
-            xa, xb, z = x0 + 0.02, x1 - 0.02, z0 - 0.01
-            canvas.polygon3d(np.array([[xa, y0, z], [xb, y0, z], [xb, y1, z], [xa, y1, z]]), color, None)
-        side, za, zb = _shade(color, 0.8), z0 + 0.02, z1 - 0.02
-        for x, visible in ((x0 - 0.01, x0 > 0), (x1 + 0.01, x1 < 0)):
-            if visible:
-                canvas.polygon3d(np.array([[x, y0, za], [x, y0, zb], [x, y1, zb], [x, y1, za]]), side, None)
-
-    @staticmethod
-    def _windows(canvas: _Canvas, box: tuple[float, ...], glass: Color, inset: float) -> None:
-        """Glass on the front face and the visible side face of a box, inset by `inset` metres."""
+    def _paint_faces(canvas: _Canvas, box: tuple[float, ...], color: Color, inset: float, side_shade: float = 1.0,
+                     front: bool = True) -> None:
+        """Paint (image only) a box's visible side face and, when `front`, its front face, inset by `inset`
+        metres from the box's edges (so that no paint spills off the outline); the side face in `color`
+        shaded by `side_shade`. Glass (shade 1) and paint bands (shade 0.8, as the cuboid shades sides)."""
         x0, x1, y0, y1, z0, z1 = box
         ya, yb = y0 + inset, y1 - inset
-        if z0 > Z_NEAR:
+        if front and z0 > Z_NEAR:
             z = z0 - 0.01
-            front = [[x0 + inset, ya, z], [x1 - inset, ya, z], [x1 - inset, yb, z], [x0 + inset, yb, z]]
-            canvas.polygon3d(np.array(front), glass, None)
+            face = [[x0 + inset, ya, z], [x1 - inset, ya, z], [x1 - inset, yb, z], [x0 + inset, yb, z]]
+            canvas.polygon3d(np.array(face), color, None)
+        side = _shade(color, side_shade)
         for x, visible in ((x0 - 0.01, x0 > 0), (x1 + 0.01, x1 < 0)):
             if visible:
-                side = [[x, ya, z0 + inset], [x, ya, z1 - inset], [x, yb, z1 - inset], [x, yb, z0 + inset]]
-                canvas.polygon3d(np.array(side), glass, None)
+                face = [[x, ya, z0 + inset], [x, ya, z1 - inset], [x, yb, z1 - inset], [x, yb, z0 + inset]]
+                canvas.polygon3d(np.array(face), side, None)
 
 
 def _person_parts(phase: float, seated: bool) -> dict[str, np.ndarray]:
