@@ -14,11 +14,16 @@ from ros_seg.cli import synth as synth_cli
 from ros_seg.data import cityscapes_layout as layout
 from ros_seg.data.class_metadata import CITYSCAPES
 from ros_seg.data.synthetic_scenes import (
+    BICYCLE,
     BUS,
     MIN_INSTANCE_AREA,
+    MOTORCYCLE,
+    RIDER,
     TRAIN,
     Camera,
     _Canvas,
+    _Cyclist,
+    _ParkedTwoWheeler,
     _Vehicle,
     frame_rng,
     synthesize_drive,
@@ -150,6 +155,47 @@ def test_trams_look_unlike_buses(color: tuple[int, int, int]) -> None:
 
     assert stripe(tram_image)[tram].sum() > 60 and stripe(bus_image)[bus].sum() == 0
     assert dark(tram_image)[tram].mean() > dark(bus_image)[bus].mean() + 0.05
+
+
+def _two_wheeler_alone(motorcycle: bool, parked: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A red two-wheeler 5 m ahead, ridden away from the camera or parked at an angle, on gray."""
+    camera = Camera(width=512, height=256, focal=540.0, horizon=110.0, mount_height=1.5)
+    canvas = _Canvas(camera, np.full((256, 3), 128, dtype=np.uint8))
+    if parked:
+        actor = _ParkedTwoWheeler(1.5, 5.0, length=1.2, track=1, motorcycle=motorcycle, angle=0.9,
+                                  color=(150, 20, 25))
+    else:
+        colors = ((30, 55, 120), (40, 40, 40), (220, 180, 150), (40, 30, 20))
+        actor = _Cyclist(0.3, 5.0, length=2.0 if motorcycle else 1.7, track=1, motorcycle=motorcycle,
+                         rider_track=1, colors=colors, frame_color=(230, 200, 40))
+    actor.draw(canvas, 5.0, 0.0, 1.0)
+    return canvas.image, canvas.ids
+
+
+def _near(image: np.ndarray, color: tuple[int, int, int], tolerance: int = 12) -> np.ndarray:
+    return np.abs(image.astype(int) - np.array(color)).max(axis=-1) <= tolerance
+
+
+@pytest.mark.parametrize("parked", [False, True], ids=["ridden", "parked"])
+def test_motorcycles_look_unlike_bicycles(parked: bool) -> None:
+    moto_image, moto_ids = _two_wheeler_alone(True, parked)
+    bike_image, bike_ids = _two_wheeler_alone(False, parked)
+    moto, bike = moto_ids == MOTORCYCLE * 1000 + 1, bike_ids == BICYCLE * 1000 + 1
+    # Everything drawn is the two-wheeler or its rider, and both are drawn.
+    for image, ids, vehicle in ((moto_image, moto_ids, moto), (bike_image, bike_ids, bike)):
+        drawn = (image != 128).any(axis=-1)
+        assert np.array_equal(drawn, vehicle | (ids == RIDER * 1000 + 1)) and vehicle.sum() > 100
+    # A motorcycle is bulkier and carries chrome (silencer, exhaust, fork) a bicycle has none of.
+    assert moto.sum() > 1.5 * bike.sum()
+    chrome = (178, 178, 184)
+    assert _near(moto_image, chrome)[moto].sum() > 20 and _near(bike_image, chrome).sum() == 0
+    if not parked:
+        # Seen from behind: the red tail lamp and the light number plate, on the motorcycle's segment.
+        assert _near(moto_image, (210, 25, 25))[moto].sum() > 10
+        assert _near(moto_image, (232, 232, 222))[moto].sum() > 30
+        # The tail section in the body colour covers the rider's seat: below the hips it is motorcycle.
+        rows = np.nonzero(moto.any(axis=1))[0]
+        assert _near(moto_image, (230, 200, 40), 40)[moto].sum() > 150 and rows.min() < 150
 
 
 def test_sequence_frames_move_smoothly(tmp_path: Path) -> None:

@@ -506,15 +506,41 @@ class _Cyclist(_Actor):
         far_wheel = z + self.length - radius
         canvas.cuboid((x - half, x + half, 0.0, 2 * radius, far_wheel - radius, far_wheel + radius), tire, vehicle)
         bar = 0.38 if self.motorcycle else 0.3
-        canvas.cuboid((x - bar, x + bar, 1.0, 1.05, z + self.length - 0.45, z + self.length - 0.4), frame, vehicle)
+        bar_z = z + self.length - 0.45
+        canvas.cuboid((x - bar, x + bar, 1.0, 1.05, bar_z, bar_z + 0.05), frame, vehicle)
         if self.motorcycle:
-            canvas.cuboid((x - 0.22, x + 0.22, 0.3, 0.85, z + 0.25, z + self.length - 0.3), frame, vehicle)
+            self._motorcycle_front(canvas, x, z, frame, light, vehicle)
         else:
             canvas.cuboid((x - 0.02, x + 0.02, 0.45, 0.9, z + 0.3, z + self.length - 0.4), frame, vehicle)
         phase = self.phase + 2 * math.pi * 1.2 * time
         colors = tuple(_shade(c, light) for c in self.colors)
         _draw_person(canvas, x, z + 0.45, 0.1 if self.motorcycle else 0.05, 0.95, phase, True, colors, rider)
         canvas.cuboid((x - half, x + half, 0.0, 2 * radius, z, z + 2 * radius), tire, vehicle)
+        if self.motorcycle:
+            self._motorcycle_rear(canvas, x, z, frame, light, vehicle)
+
+    def _motorcycle_front(self, canvas: _Canvas, x: float, z: float, body: Color, light: float, seg: int) -> None:
+        """What lies beyond the rider: mirrors on stalks, a fairing over the front wheel, the tank, and the
+        engine block between the rider's knees (wider than the tank and darker)."""
+        bar_z = z + self.length - 0.45
+        dark = _shade((28, 28, 30), light)
+        for side in (-1, 1):
+            stalk = x + side * 0.33
+            canvas.cuboid((stalk - 0.015, stalk + 0.015, 1.05, 1.22, bar_z, bar_z + 0.03), dark, seg)
+            mirror = x + side * 0.37
+            canvas.cuboid((mirror - 0.06, mirror + 0.06, 1.18, 1.27, bar_z, bar_z + 0.03), dark, seg)
+        canvas.cuboid((x - 0.2, x + 0.2, 0.62, 1.12, bar_z - 0.05, bar_z + 0.3), body, seg)
+        canvas.cuboid((x - 0.26, x + 0.26, 0.25, 0.62, z + 0.5, z + self.length - 0.5), _shade((62, 62, 66), light), seg)
+        canvas.cuboid((x - 0.2, x + 0.2, 0.72, 1.0, z + 0.85, bar_z - 0.05), body, seg)
+
+    @staticmethod
+    def _motorcycle_rear(canvas: _Canvas, x: float, z: float, body: Color, light: float, seg: int) -> None:
+        """What lies before the rider, seen from behind: a chrome silencer on the right, the tail section under
+        the seat in the body colour with a red tail lamp, and the number plate on a bracket over the wheel."""
+        canvas.cuboid((x + 0.15, x + 0.27, 0.3, 0.44, z + 0.12, z + 1.0), _shade((178, 178, 184), light), seg)
+        canvas.cuboid((x - 0.17, x + 0.17, 0.72, 0.95, z + 0.05, z + 0.55), body, seg)
+        canvas.cuboid((x - 0.08, x + 0.08, 0.76, 0.83, z + 0.02, z + 0.05), (210, 25, 25), seg)
+        canvas.cuboid((x - 0.11, x + 0.11, 0.52, 0.68, z - 0.02, z), _shade((232, 232, 222), light), seg)
 
 
 @dataclass
@@ -543,9 +569,17 @@ class _ParkedTwoWheeler(_Actor):
             thickness = -1 if self.motorcycle else max(1, int(round(cam.focal * 0.05 / depth)))
             canvas.ellipse(centres[k], axes, (20, 20, 22), seg, thickness)
         if self.motorcycle:
+            depth = z + 0.6
             body = at([-0.6, 0.55, 0.65, 0.1, -0.75], [0.35, 0.35, 0.9, 1.0, 0.8])
             canvas.polygon(body, color, seg)
-            canvas.line(*at([0.55, 0.6], [0.9, 1.1]), color, seg, cam.focal * 0.05 / (z + 0.6))
+            canvas.polygon(at([-0.35, 0.3, 0.3, -0.35], [0.3, 0.3, 0.6, 0.6]), _shade((62, 62, 66), light), seg)
+            chrome = _shade((178, 178, 184), light)
+            canvas.line(*at([-0.75, 0.05], [0.33, 0.3]), chrome, seg, cam.focal * 0.07 / depth)
+            canvas.line(*at([-0.72, 0.02], [0.84, 0.97]), _shade((25, 25, 28), light), seg, cam.focal * 0.06 / depth)
+            canvas.line(*at([0.55, 0.62], [0.4, 1.1]), chrome, seg, cam.focal * 0.05 / depth)
+            head = at(np.array([0.68]), np.array([0.92]))[0]
+            canvas.ellipse(head, (cam.focal * 0.06 * max(abs(c), 0.3) / depth, cam.focal * 0.06 / depth),
+                           _shade((240, 236, 215), light), seg)
         else:
             keys = at([-0.52, -0.12, 0.0, 0.42, 0.52, 0.45, -0.12], [0.34, 0.88, 0.3, 0.88, 0.34, 1.0, 0.92])
             thick = cam.focal * 0.035 / (z + 0.6)
