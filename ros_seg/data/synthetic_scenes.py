@@ -6,8 +6,9 @@ terrain, building blocks with windows, vegetation, walls and fences between
 them, a far skyline, street lamps, traffic signs and lights, trees, parked and
 moving cars (sometimes trucks, buses or a tram, which has what tells it from a
 bus: articulation, roof equipment, a pantograph), pedestrians (alone or in a
-crowd), cyclists and motorcyclists (rider and vehicle are separate instances)
-and parked two-wheelers. Everything is drawn with OpenCV polygons in painter's
+crowd), cyclists and motorcyclists (rider and vehicle are separate instances;
+a motorcycle has a tail lamp, plate, silencer and engine a bicycle lacks) and
+parked two-wheelers. Everything is drawn with OpenCV polygons in painter's
 order (far to near), so occlusions in the image and the label maps agree.
 Textures come from noise fields whose strength depends on the class; lighting
 (brightness, contrast, tint, haze), camera height, focal length and horizon
