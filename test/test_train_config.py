@@ -88,6 +88,9 @@ def test_shipped_configs_that_extend_a_base_differ_from_it_only_where_they_say()
     tram = TrainConfig.from_yaml(root / "pem_stdc1_synth_tram.yaml")
     assert tram.data == dataclasses.replace(fullcrop.data, repeat_factor_threshold=0.5)
     assert dataclasses.replace(tram, seed=9, data=fullcrop.data) == fullcrop
+    moto = TrainConfig.from_yaml(root / "pem_stdc1_synth_moto.yaml")
+    assert dataclasses.replace(moto, seed=10, data=tram.data) == tram
+    assert moto.data == dataclasses.replace(tram.data, repeat_factor_threshold=0.3)
     scale075 = TrainConfig.from_yaml(root / "pem_stdc1_synth_scale075.yaml")
     assert scale075.data == dataclasses.replace(finetune.data, scale_range=[0.75, 2.0])
     assert (scale075.seed, scale075.solver.max_iters) == (7, 6000)
