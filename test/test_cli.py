@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,20 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture) -> None:
         assert exit_.value.code == 0
         assert "usage: ros-seg " + name in capsys.readouterr().out
     assert build_parser().prog == "ros-seg"
+
+
+def test_readme_command_table_matches_the_help(capsys: pytest.CaptureFixture) -> None:
+    """The README's table of commands names every command, and only options that its --help documents."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## The `ros-seg` command", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `ros-seg (\w[\w-]*)([^`]*)`", section, flags=re.MULTILINE)
+    assert {name for name, _ in rows} == set(COMMANDS)
+    for name, usage in rows:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        help_text = capsys.readouterr().out
+        for option in re.findall(r"--[a-z][a-z0-9-]*", usage):
+            assert option in help_text, f"README names {option} for `ros-seg {name}`, its --help does not"
 
 
 def test_describe_json(capsys: pytest.CaptureFixture) -> None:
