@@ -72,6 +72,8 @@ _FACADES: tuple[Color, ...] = (
     (190, 160, 120), (215, 200, 160), (100, 90, 85),
 )
 _GREENS: tuple[Color, ...] = ((70, 105, 35), (95, 125, 45), (55, 85, 40), (120, 140, 60))
+_CHROME: Color = (178, 178, 184)  # motorcycle silencers, exhausts and forks
+_ENGINE: Color = (62, 62, 66)
 
 
 @dataclass(frozen=True)
@@ -531,14 +533,14 @@ class _Cyclist(_Actor):
             mirror = x + side * 0.37
             canvas.cuboid((mirror - 0.06, mirror + 0.06, 1.18, 1.27, bar_z, bar_z + 0.03), dark, seg)
         canvas.cuboid((x - 0.2, x + 0.2, 0.62, 1.12, bar_z - 0.05, bar_z + 0.3), body, seg)
-        canvas.cuboid((x - 0.26, x + 0.26, 0.25, 0.62, z + 0.5, z + self.length - 0.5), _shade((62, 62, 66), light), seg)
+        canvas.cuboid((x - 0.26, x + 0.26, 0.25, 0.62, z + 0.5, z + self.length - 0.5), _shade(_ENGINE, light), seg)
         canvas.cuboid((x - 0.2, x + 0.2, 0.72, 1.0, z + 0.85, bar_z - 0.05), body, seg)
 
     @staticmethod
     def _motorcycle_rear(canvas: _Canvas, x: float, z: float, body: Color, light: float, seg: int) -> None:
         """What lies before the rider, seen from behind: a chrome silencer on the right, the tail section under
         the seat in the body colour with a red tail lamp, and the number plate on a bracket over the wheel."""
-        canvas.cuboid((x + 0.15, x + 0.27, 0.3, 0.44, z + 0.12, z + 1.0), _shade((178, 178, 184), light), seg)
+        canvas.cuboid((x + 0.15, x + 0.27, 0.3, 0.44, z + 0.12, z + 1.0), _shade(_CHROME, light), seg)
         canvas.cuboid((x - 0.17, x + 0.17, 0.72, 0.95, z + 0.05, z + 0.55), body, seg)
         canvas.cuboid((x - 0.08, x + 0.08, 0.76, 0.83, z + 0.02, z + 0.05), (210, 25, 25), seg)
         canvas.cuboid((x - 0.11, x + 0.11, 0.52, 0.68, z - 0.02, z), _shade((232, 232, 222), light), seg)
@@ -573,8 +575,8 @@ class _ParkedTwoWheeler(_Actor):
             depth = z + 0.6
             body = at([-0.6, 0.55, 0.65, 0.1, -0.75], [0.35, 0.35, 0.9, 1.0, 0.8])
             canvas.polygon(body, color, seg)
-            canvas.polygon(at([-0.35, 0.3, 0.3, -0.35], [0.3, 0.3, 0.6, 0.6]), _shade((62, 62, 66), light), seg)
-            chrome = _shade((178, 178, 184), light)
+            canvas.polygon(at([-0.35, 0.3, 0.3, -0.35], [0.3, 0.3, 0.6, 0.6]), _shade(_ENGINE, light), seg)
+            chrome = _shade(_CHROME, light)
             canvas.line(*at([-0.75, 0.05], [0.33, 0.3]), chrome, seg, cam.focal * 0.07 / depth)
             canvas.line(*at([-0.72, 0.02], [0.84, 0.97]), _shade((25, 25, 28), light), seg, cam.focal * 0.06 / depth)
             canvas.line(*at([0.55, 0.62], [0.4, 1.1]), chrome, seg, cam.focal * 0.05 / depth)
