@@ -512,7 +512,7 @@ class _Cyclist(_Actor):
         bar_z = z + self.length - 0.45
         canvas.cuboid((x - bar, x + bar, 1.0, 1.05, bar_z, bar_z + 0.05), frame, vehicle)
         if self.motorcycle:
-            self._motorcycle_front(canvas, x, z, frame, light, vehicle)
+            self._motorcycle_front(canvas, x, z, bar_z, frame, light, vehicle)
         else:
             canvas.cuboid((x - 0.02, x + 0.02, 0.45, 0.9, z + 0.3, z + self.length - 0.4), frame, vehicle)
         phase = self.phase + 2 * math.pi * 1.2 * time
@@ -522,10 +522,11 @@ class _Cyclist(_Actor):
         if self.motorcycle:
             self._motorcycle_rear(canvas, x, z, frame, light, vehicle)
 
-    def _motorcycle_front(self, canvas: _Canvas, x: float, z: float, body: Color, light: float, seg: int) -> None:
-        """What lies beyond the rider: mirrors on stalks, a fairing over the front wheel, the tank, and the
-        engine block between the rider's knees (wider than the tank and darker)."""
-        bar_z = z + self.length - 0.45
+    def _motorcycle_front(self, canvas: _Canvas, x: float, z: float, bar_z: float, body: Color, light: float,
+                          seg: int) -> None:
+        """What lies beyond the rider, up to the handlebar at depth `bar_z`: mirrors on stalks, a fairing over
+        the front wheel, the tank, and the engine block between the rider's knees (wider than the tank and
+        darker)."""
         dark = _shade((28, 28, 30), light)
         for side in (-1, 1):
             stalk = x + side * 0.33
@@ -558,34 +559,34 @@ class _ParkedTwoWheeler(_Actor):
         seg = canvas.instance_id(MOTORCYCLE if self.motorcycle else BICYCLE, self.track)
         cam = canvas.camera
         c, s = math.cos(self.angle), math.sin(self.angle)
+        centre = z + 0.6  # depth of the point between the wheels
 
         def at(along: np.ndarray, y: np.ndarray) -> np.ndarray:
             along, y = np.asarray(along, dtype=np.float64), np.asarray(y, dtype=np.float64)
-            return cam.project(np.stack([self.x + along * c, y, z + 0.6 + along * s], axis=-1))
+            return cam.project(np.stack([self.x + along * c, y, centre + along * s], axis=-1))
 
         color = _shade(self.color, light)
         radius, axle = (0.3, 0.7) if self.motorcycle else (0.34, 0.52)
         centres = at(np.array([-axle, axle]), np.array([radius, radius]))
         for k, along in enumerate((-axle, axle)):
-            depth = z + 0.6 + along * s
+            depth = centre + along * s
             axes = (cam.focal * radius * max(abs(c), 0.15) / depth, cam.focal * radius / depth)
             thickness = -1 if self.motorcycle else max(1, int(round(cam.focal * 0.05 / depth)))
             canvas.ellipse(centres[k], axes, (20, 20, 22), seg, thickness)
         if self.motorcycle:
-            depth = z + 0.6
             body = at([-0.6, 0.55, 0.65, 0.1, -0.75], [0.35, 0.35, 0.9, 1.0, 0.8])
             canvas.polygon(body, color, seg)
             canvas.polygon(at([-0.35, 0.3, 0.3, -0.35], [0.3, 0.3, 0.6, 0.6]), _shade(_ENGINE, light), seg)
             chrome = _shade(_CHROME, light)
-            canvas.line(*at([-0.75, 0.05], [0.33, 0.3]), chrome, seg, cam.focal * 0.07 / depth)
-            canvas.line(*at([-0.72, 0.02], [0.84, 0.97]), _shade((25, 25, 28), light), seg, cam.focal * 0.06 / depth)
-            canvas.line(*at([0.55, 0.62], [0.4, 1.1]), chrome, seg, cam.focal * 0.05 / depth)
+            canvas.line(*at([-0.75, 0.05], [0.33, 0.3]), chrome, seg, cam.focal * 0.07 / centre)
+            canvas.line(*at([-0.72, 0.02], [0.84, 0.97]), _shade((25, 25, 28), light), seg, cam.focal * 0.06 / centre)
+            canvas.line(*at([0.55, 0.62], [0.4, 1.1]), chrome, seg, cam.focal * 0.05 / centre)
             head = at(np.array([0.68]), np.array([0.92]))[0]
-            canvas.ellipse(head, (cam.focal * 0.06 * max(abs(c), 0.3) / depth, cam.focal * 0.06 / depth),
+            canvas.ellipse(head, (cam.focal * 0.06 * max(abs(c), 0.3) / centre, cam.focal * 0.06 / centre),
                            _shade((240, 236, 215), light), seg)
         else:
             keys = at([-0.52, -0.12, 0.0, 0.42, 0.52, 0.45, -0.12], [0.34, 0.88, 0.3, 0.88, 0.34, 1.0, 0.92])
-            thick = cam.focal * 0.035 / (z + 0.6)
+            thick = cam.focal * 0.035 / centre
             for a, b in ((0, 1), (1, 2), (2, 0), (1, 3), (2, 3), (3, 4), (3, 5), (1, 6)):
                 canvas.line(keys[a], keys[b], color, seg, thick)
 
