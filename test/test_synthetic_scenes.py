@@ -125,10 +125,15 @@ def test_scenes_cover_the_classes() -> None:
     assert len(seen & set(CITYSCAPES.label_ids)) >= 13
 
 
+def _gray_canvas() -> _Canvas:
+    """A 256x512 canvas of uniform gray 128 (no background to tell drawn pixels from), camera 1.5 m up."""
+    camera = Camera(width=512, height=256, focal=540.0, horizon=110.0, mount_height=1.5)
+    return _Canvas(camera, np.full((256, 3), 128, dtype=np.uint8))
+
+
 def _draw_alone(label: int, color: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """One oncoming 20 m vehicle 25 m ahead in the lane left of the camera, on gray: (image, instance ids)."""
-    camera = Camera(width=512, height=256, focal=540.0, horizon=110.0, mount_height=1.5)
-    canvas = _Canvas(camera, np.full((256, 3), 128, dtype=np.uint8))
+    canvas = _gray_canvas()
     vehicle = _Vehicle(-3.5, 25.0, length=20.0, track=1, label=label, width=2.5, height=3.3, color=color,
                        oncoming=True)
     vehicle.draw(canvas, 25.0, 0.0, 1.0)
@@ -158,9 +163,8 @@ def test_trams_look_unlike_buses(color: tuple[int, int, int]) -> None:
 
 
 def _two_wheeler_alone(motorcycle: bool, parked: bool) -> tuple[np.ndarray, np.ndarray]:
-    """A red two-wheeler 5 m ahead, ridden away from the camera or parked at an angle, on gray."""
-    camera = Camera(width=512, height=256, focal=540.0, horizon=110.0, mount_height=1.5)
-    canvas = _Canvas(camera, np.full((256, 3), 128, dtype=np.uint8))
+    """A two-wheeler 5 m ahead, ridden away from the camera (yellow) or parked at an angle (red), on gray."""
+    canvas = _gray_canvas()
     if parked:
         actor = _ParkedTwoWheeler(1.5, 5.0, length=1.2, track=1, motorcycle=motorcycle, angle=0.9,
                                   color=(150, 20, 25))
