@@ -40,9 +40,9 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from ros_seg.bench.machine import machine_info
-from ros_seg.bench.timing import latency_stats
 from ros_seg.data.synthetic_scenes import synthesize_drive
+from ros_seg.eval.latency_metrics import latency_stats
+from ros_seg.eval.machine_info import machine_info
 from ros_seg.msg import SegmentArray
 from ros_seg.ros.image_conversion import array_to_image
 from ros_seg.ros.segmentation_node import SegmentationNode

@@ -43,7 +43,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from ros_seg.bench.machine import machine_info
+from ros_seg.eval.machine_info import machine_info
 from ros_seg.msg import SegmentArray
 from ros_seg.ros.image_conversion import array_to_image
 

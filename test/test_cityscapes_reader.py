@@ -12,9 +12,9 @@ import pytest
 
 from ros_seg.data import cityscapes_layout as layout
 from ros_seg.data.cityscapes import CityscapesDataset
-from ros_seg.data.class_metadata import CITYSCAPES
 from ros_seg.data.synthetic_scenes import write_dataset
 from ros_seg.data.transforms import TrainAugmentation
+from ros_seg.models.class_metadata import CITYSCAPES
 
 TRAIN_ID = {name: i for i, name in enumerate(CITYSCAPES.names)}
 

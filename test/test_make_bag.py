@@ -11,11 +11,11 @@ from rosbags.rosbag2 import Reader
 
 from ros_seg.cli import main
 from ros_seg.data.cityscapes import CityscapesDataset
+from ros_seg.data.panoptic_ground_truth import ground_truth_panoptic
 from ros_seg.data.synthetic_scenes import write_dataset
 from ros_seg.replay.bag_reader import ReplayBag
 from ros_seg.replay.bag_types import replay_typestore, stamp_ns
 from ros_seg.replay.bag_writer import GT_PANOPTIC_TOPIC, GT_SEGMENTS_TOPIC, GT_SEMANTIC_TOPIC
-from ros_seg.train.evaluation import ground_truth_panoptic
 
 FRAMES = 3
 SIZE = (64, 128)

@@ -13,7 +13,6 @@ import pytest
 
 from ros_seg.cli import metrics as metrics_cli
 from ros_seg.data import cityscapes_layout as layout
-from ros_seg.data.class_metadata import CITYSCAPES
 from ros_seg.data.synthetic_scenes import write_dataset
 from ros_seg.eval.json_safe import nan_to_none
 from ros_seg.eval.panoptic_metrics import PanopticAccumulator
@@ -24,6 +23,7 @@ from ros_seg.eval.prediction_files import (
     write_semantic_prediction,
 )
 from ros_seg.eval.semantic_metrics import SemanticAccumulator
+from ros_seg.models.class_metadata import CITYSCAPES
 
 SPLIT = "val"
 TRAIN_ID = {label: i for i, label in enumerate(CITYSCAPES.label_ids)}

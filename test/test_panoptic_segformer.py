@@ -11,10 +11,10 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from ros_seg.data.class_metadata import CITYSCAPES, ClassMetadata
 from ros_seg.data.synthetic_scenes import write_dataset
 from ros_seg.inference.maskwise_merge import maskwise_merge
 from ros_seg.inference.segmenter import Segmenter
+from ros_seg.models.class_metadata import CITYSCAPES, ClassMetadata
 from ros_seg.models.complexity import count_gmacs, count_parameters
 from ros_seg.models.panoptic_segformer import PanopticSegFormer
 from ros_seg.models.panoptic_segformer.attention_to_mask import AttentionToMask

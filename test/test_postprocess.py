@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ros_seg.data.class_metadata import CITYSCAPES
 from ros_seg.inference import cpu_label_kernels, postprocess
 from ros_seg.inference.postprocess import (
     panoptic_inference,
@@ -19,6 +18,7 @@ from ros_seg.inference.postprocess import (
     segment_statistics,
     semantic_inference,
 )
+from ros_seg.models.class_metadata import CITYSCAPES
 
 ROAD, SKY, CAR, PERSON = 0, 10, 13, 11
 K = CITYSCAPES.num_classes

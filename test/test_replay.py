@@ -20,9 +20,10 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 
 from ros_seg.cli import main
 from ros_seg.data.cityscapes import CityscapesDataset
-from ros_seg.data.class_metadata import CITYSCAPES
+from ros_seg.data.panoptic_ground_truth import ground_truth_panoptic
 from ros_seg.data.synthetic_scenes import write_dataset
 from ros_seg.inference.result import Segment, SegmentationResult
+from ros_seg.models.class_metadata import CITYSCAPES
 from ros_seg.replay.bag_reader import ReplayBag
 from ros_seg.replay.bag_types import (
     BAG_VERSION,
@@ -35,7 +36,6 @@ from ros_seg.replay.bag_types import (
 from ros_seg.replay.bag_writer import GT_PANOPTIC_TOPIC, GT_SEGMENTS_TOPIC, GT_SEMANTIC_TOPIC, write_bag
 from ros_seg.replay.offline_replay import replay_offline
 from ros_seg.replay.replay_report import write_report
-from ros_seg.train.evaluation import ground_truth_panoptic
 
 FRAMES = 4
 SIZE = (64, 128)

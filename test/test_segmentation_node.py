@@ -32,9 +32,9 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from ros_seg.data.class_metadata import CITYSCAPES
 from ros_seg.inference.image_input import ENCODINGS
 from ros_seg.models.checkpoint import save_checkpoint
+from ros_seg.models.class_metadata import CITYSCAPES
 from ros_seg.models.registry import build_model, load_model_config
 from ros_seg.msg import SegmentArray, SegmentationInfo
 from ros_seg.ros.segmentation_node import SegmentationNode, StartupError, spin_until_shutdown

@@ -12,7 +12,6 @@ import pytest
 
 from ros_seg.cli import synth as synth_cli
 from ros_seg.data import cityscapes_layout as layout
-from ros_seg.data.class_metadata import CITYSCAPES
 from ros_seg.data.synthetic_scenes import (
     BICYCLE,
     BUS,
@@ -29,6 +28,7 @@ from ros_seg.data.synthetic_scenes import (
     synthesize_drive,
     write_dataset,
 )
+from ros_seg.models.class_metadata import CITYSCAPES
 
 SIZE = (192, 384)
 

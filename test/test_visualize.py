@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ros_seg.data.class_metadata import CITYSCAPES
 from ros_seg.inference.image_input import ENCODINGS
 from ros_seg.inference.visualize import blend, colorize_panoptic, panoptic_overlay
+from ros_seg.models.class_metadata import CITYSCAPES
 
 SEGMENTS = {1: 0, 2: 13, 3: 13, 4: 11}  # road, two cars, a person
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from ros_seg.bench.machine import machine_info
-from ros_seg.bench.timing import latency_stats, time_calls
+from ros_seg.bench.timing import time_calls
+from ros_seg.eval.latency_metrics import latency_stats
+from ros_seg.eval.machine_info import machine_info
 from ros_seg.models.transformer_decoders.masked_cross_attention import MaskedCrossAttention
 from ros_seg.models.transformer_decoders.pem_cross_attention import PEMCrossAttention
 

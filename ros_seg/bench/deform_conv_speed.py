@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ros_seg.bench.machine import machine_info
 from ros_seg.bench.timing import time_interleaved
+from ros_seg.eval.machine_info import machine_info
 from ros_seg.ops import GPU_KERNELS, deform_conv2d, deform_conv2d_reference
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from ros_seg.bench.machine import machine_info
 from ros_seg.bench.timing import time_interleaved
+from ros_seg.eval.machine_info import machine_info
 from ros_seg.models.backbones import build_backbone
 from ros_seg.models.registry import PIXEL_DECODERS, load_model_config
 

@@ -7,8 +7,9 @@ import resource
 import numpy as np
 import torch
 
-from ros_seg.bench.machine import machine_info
-from ros_seg.bench.timing import latency_stats, time_once
+from ros_seg.bench.timing import time_once
+from ros_seg.eval.latency_metrics import latency_stats
+from ros_seg.eval.machine_info import machine_info
 from ros_seg.inference.segmenter import Segmenter
 from ros_seg.models.complexity import count_gmacs, count_parameters
 from ros_seg.models.model_config import ModelConfig

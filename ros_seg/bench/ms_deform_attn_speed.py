@@ -16,8 +16,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ros_seg.bench.machine import machine_info
 from ros_seg.bench.timing import time_interleaved
+from ros_seg.eval.machine_info import machine_info
 from ros_seg.models.pixel_decoders.msdeformattn_pixel_decoder import level_geometry
 from ros_seg.ops import GPU_KERNELS, ms_deform_attn, ms_deform_attn_reference
 from ros_seg.ops.ms_deform_attn_onnx import ms_deform_attn_grid_sample

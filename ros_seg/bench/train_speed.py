@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ros_seg.bench.machine import machine_info
 from ros_seg.data.synthetic_scenes import write_dataset
+from ros_seg.eval.machine_info import machine_info
 from ros_seg.train.train_config import DataConfig, SolverConfig, TrainConfig
 from ros_seg.train.trainer import LOG_FILE, autocast_precision, train
 

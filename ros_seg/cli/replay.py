@@ -10,13 +10,13 @@ from typing import Any
 
 import torch
 
-from ros_seg.bench.machine import machine_info
 from ros_seg.cli.arguments import positive_rate
-from ros_seg.data.class_metadata import ClassMetadata, class_metadata
+from ros_seg.eval.machine_info import machine_info
 from ros_seg.inference.backends.selection import BACKENDS
 from ros_seg.inference.backends.torch_backend import PRECISIONS
 from ros_seg.inference.segmenter import resolve_device
 from ros_seg.models.checkpoint import read_checkpoint
+from ros_seg.models.class_metadata import ClassMetadata, class_metadata
 from ros_seg.models.registry import load_model_config
 from ros_seg.replay.bag_reader import ReplayBag
 from ros_seg.replay.replay_report import ReplayResult, write_report

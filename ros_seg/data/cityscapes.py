@@ -13,8 +13,8 @@ from typing import Callable
 import numpy as np
 
 from ros_seg.data import cityscapes_layout as layout
-from ros_seg.data.class_metadata import CITYSCAPES, ClassMetadata
 from ros_seg.data.transforms import Sample
+from ros_seg.models.class_metadata import CITYSCAPES, ClassMetadata
 
 TASKS = ("panoptic", "semantic")
 

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from ros_seg.data.class_metadata import ClassMetadata
+from ros_seg.models.class_metadata import ClassMetadata
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"

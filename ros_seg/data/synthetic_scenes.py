@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from ros_seg.data import cityscapes_layout as layout
-from ros_seg.data.class_metadata import CITYSCAPES, ClassMetadata
+from ros_seg.models.class_metadata import CITYSCAPES, ClassMetadata
 
 FRAME_RATE_HZ = 17.0
 MIN_INSTANCE_AREA = 12  # visible pixels; smaller objects become unlabeled

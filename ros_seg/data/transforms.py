@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ros_seg.data.class_metadata import IGNORE_ID
+from ros_seg.models.class_metadata import IGNORE_ID
 
 Sample = dict[str, Any]
 SEGMENT_KEYS = ("masks", "classes", "is_thing", "is_crowd", "segment_ids")

@@ -25,7 +25,7 @@ from collections.abc import Collection, Mapping
 
 import numpy as np
 
-from ros_seg.data.class_metadata import CITYSCAPES, ClassMetadata
+from ros_seg.models.class_metadata import CITYSCAPES, ClassMetadata
 
 VOID = 0
 # Upper bounds (exclusive) of the area bins, in pixels, of the thing segments' recall; the last bin is open.

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from ros_seg.data import cityscapes_layout as layout
-from ros_seg.data.class_metadata import CITYSCAPES, ClassMetadata
 from ros_seg.eval.panoptic_metrics import PanopticAccumulator
 from ros_seg.eval.semantic_metrics import SemanticAccumulator
+from ros_seg.models.class_metadata import CITYSCAPES, ClassMetadata
 
 _STEM = re.compile(r"^([^_]+_\d{6}_\d{6})")
 

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from ros_seg.data.class_metadata import CITYSCAPES, ClassMetadata
+from ros_seg.models.class_metadata import CITYSCAPES, ClassMetadata
 
 
 class SemanticAccumulator:

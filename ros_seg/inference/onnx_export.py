@@ -39,8 +39,8 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from ros_seg.data.class_metadata import ClassMetadata
 from ros_seg.inference.model_cache import cache_dir, file_digest, text_digest
+from ros_seg.models.class_metadata import ClassMetadata
 from ros_seg.models.load import LoadedModel, load_model
 from ros_seg.models.model_config import ModelConfig
 from ros_seg.ops.deform_conv_onnx import OPSET

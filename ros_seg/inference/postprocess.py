@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ros_seg.data.class_metadata import ClassMetadata
 from ros_seg.inference import cpu_label_kernels
 from ros_seg.inference.cell_upsampling import (
     CellGrid,
@@ -32,6 +31,7 @@ from ros_seg.inference.cell_upsampling import (
     undecided_pairs,
     upsampled_argmax,
 )
+from ros_seg.models.class_metadata import ClassMetadata
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ros_seg.data.class_metadata import ClassMetadata
+from ros_seg.models.class_metadata import ClassMetadata
 from ros_seg.models.model_config import ModelConfig
 
 FORMAT = "ros_seg.checkpoint"

@@ -5,8 +5,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ros_seg.data.class_metadata import ClassMetadata
 from ros_seg.models.checkpoint import CheckpointError, load_weights, read_checkpoint
+from ros_seg.models.class_metadata import ClassMetadata
 from ros_seg.models.mask_former import MaskFormer
 from ros_seg.models.model_config import ModelConfig
 from ros_seg.models.registry import build_model, load_model_config

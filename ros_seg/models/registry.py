@@ -10,15 +10,15 @@ from typing import Callable
 
 from torch import nn
 
-from ros_seg.data.class_metadata import ClassMetadata, class_metadata
 from ros_seg.models.backbones import build_backbone
+from ros_seg.models.class_metadata import ClassMetadata, class_metadata
 from ros_seg.models.mask_former import MaskFormer
 from ros_seg.models.model_config import ModelConfig, PixelDecoderConfig
-from ros_seg.models.strict_config import ConfigError
 from ros_seg.models.panoptic_segformer import build_panoptic_segformer
 from ros_seg.models.pixel_decoders.msdeformattn_pixel_decoder import DeformableEncoder, MSDeformAttnPixelDecoder
 from ros_seg.models.pixel_decoders.pem_pixel_decoder import PEMPixelDecoder
 from ros_seg.models.pixel_decoders.proscale_pixel_decoder import proscale_pixel_decoder
+from ros_seg.models.strict_config import ConfigError
 from ros_seg.models.transformer_decoders.masked_transformer_decoder import MaskedTransformerDecoder
 
 ChannelsPerLevel = tuple[int, int, int, int]

@@ -28,7 +28,7 @@ from rosbags.interfaces import Connection
 from rosbags.rosbag2 import Reader
 from rosbags.rosbag2.errors import ReaderError
 
-from ros_seg.data.class_metadata import CITYSCAPES, ClassMetadata
+from ros_seg.models.class_metadata import CITYSCAPES, ClassMetadata
 from ros_seg.replay.bag_types import (
     IMAGE,
     IMAGE_TYPES,

@@ -28,8 +28,8 @@ from rosbags.typesys.store import Typestore
 from scipy import ndimage
 
 from ros_seg.data.cityscapes_layout import INSTANCE_OFFSET
-from ros_seg.data.class_metadata import ClassMetadata
 from ros_seg.inference.image_input import ENCODINGS
+from ros_seg.models.class_metadata import ClassMetadata
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"

@@ -32,7 +32,8 @@ from tqdm import tqdm
 
 from ros_seg.data import cityscapes_layout as layout
 from ros_seg.data.cityscapes import CityscapesDataset
-from ros_seg.data.class_metadata import CITYSCAPES, ClassMetadata
+from ros_seg.data.panoptic_ground_truth import ground_truth_panoptic
+from ros_seg.models.class_metadata import CITYSCAPES, ClassMetadata
 from ros_seg.replay.bag_types import (
     BAG_VERSION,
     CAMERA_INFO,
@@ -48,7 +49,6 @@ from ros_seg.replay.bag_types import (
     replay_typestore,
     segment_array_message,
 )
-from ros_seg.train.evaluation import ground_truth_panoptic
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 GT_SEMANTIC_TOPIC = "/ground_truth/semantic"

@@ -15,9 +15,9 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
-from ros_seg.data.class_metadata import ClassMetadata
 from ros_seg.inference.image_input import ENCODINGS
 from ros_seg.inference.result import SegmentationResult
+from ros_seg.models.class_metadata import ClassMetadata
 from ros_seg.replay.bag_reader import ReplayBag, check_ground_truth_size
 from ros_seg.replay.bag_types import GroundTruth
 from ros_seg.replay.bag_writer import FrameSource, frame_source

@@ -32,11 +32,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ros_seg.bench.timing import latency_stats  # noqa: E402
-from ros_seg.data.class_metadata import ClassMetadata  # noqa: E402
+from ros_seg.eval.latency_metrics import latency_stats  # noqa: E402
 from ros_seg.eval.panoptic_metrics import PanopticAccumulator  # noqa: E402
 from ros_seg.eval.semantic_metrics import SemanticAccumulator  # noqa: E402
 from ros_seg.inference.visualize import blend, colorize_semantic  # noqa: E402
+from ros_seg.models.class_metadata import ClassMetadata  # noqa: E402
 from ros_seg.replay.bag_types import GroundTruth  # noqa: E402
 
 ACCURACY_KEYS = ("miou", "pq", "sq", "rq", "pq_things", "pq_stuff")

@@ -4,8 +4,8 @@ from __future__ import annotations
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
-from ros_seg.data.class_metadata import ClassMetadata
 from ros_seg.inference.result import SegmentationResult
+from ros_seg.models.class_metadata import ClassMetadata
 from ros_seg.msg import Segment, SegmentArray, SegmentationInfo
 
 

@@ -41,7 +41,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from sensor_msgs.msg import CompressedImage, Image
 from tqdm import tqdm
 
-from ros_seg.data.class_metadata import ClassMetadata
+from ros_seg.models.class_metadata import ClassMetadata
 from ros_seg.msg import SegmentArray
 from ros_seg.replay.bag_reader import BagFrame, ReplayBag
 from ros_seg.replay.bag_types import (

@@ -16,27 +16,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ros_seg.data.class_metadata import ClassMetadata
+from ros_seg.data.panoptic_ground_truth import ground_truth_panoptic
 from ros_seg.eval.json_safe import nan_to_none
 from ros_seg.eval.panoptic_metrics import PanopticAccumulator
 from ros_seg.eval.semantic_metrics import SemanticAccumulator
 from ros_seg.inference.maskwise_merge import maskwise_merge
 from ros_seg.inference.postprocess import panoptic_inference, semantic_inference
+from ros_seg.models.class_metadata import ClassMetadata
 from ros_seg.models.mask_former import MaskFormer
 from ros_seg.models.model_config import InferenceConfig, PanopticSegFormerConfig
 from ros_seg.models.panoptic_segformer import PanopticSegFormer
-
-def ground_truth_panoptic(sample: dict[str, Any]) -> tuple[np.ndarray, dict[int, int], list[int]]:
-    """(H, W) segment ids (0 = void), {segment id: train id} and crowd ids of a dataset sample."""
-    masks = sample["masks"]  # (K, H, W) bool, disjoint
-    ids = np.asarray(sample["segment_ids"], dtype=np.int64)
-    if len(ids) == 0:
-        return np.zeros(masks.shape[1:], dtype=np.int64), {}, []
-    panoptic = np.where(masks.any(axis=0), ids[masks.argmax(axis=0)], 0)
-    segments = {int(i): int(c) for i, c in zip(ids, sample["classes"])}
-    crowd = [int(i) for i, is_crowd in zip(ids, sample["is_crowd"]) if is_crowd]
-    return panoptic, segments, crowd
-
 
 @torch.no_grad()
 def evaluate(

@@ -23,7 +23,6 @@ from typing import Protocol
 
 import torch
 
-from ros_seg.data.class_metadata import ClassMetadata
 from ros_seg.inference.backends.torch_backend import TorchBackend
 from ros_seg.inference.onnx_export import (
     DYNAMIC_TRACE_SIZE,
@@ -32,6 +31,7 @@ from ros_seg.inference.onnx_export import (
     cached_export,
     export_onnx,
 )
+from ros_seg.models.class_metadata import ClassMetadata
 from ros_seg.models.load import load_model
 from ros_seg.models.model_config import ModelConfig
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ros_seg.data.class_metadata import ClassMetadata
+from ros_seg.models.class_metadata import ClassMetadata
 from ros_seg.models.model_config import ModelConfig
 from ros_seg.models.panoptic_segformer.channel_mapper import MAPPED_LEVELS
 from ros_seg.models.panoptic_segformer.panoptic_segformer import PanopticSegFormer

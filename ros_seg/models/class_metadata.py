@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ros_seg.data.coco_panoptic_classes import COCO_PANOPTIC
+from ros_seg.models.coco_panoptic_classes import COCO_PANOPTIC
 
 IGNORE_ID = 255
 
