@@ -19,10 +19,10 @@ from torch import nn
 
 from ros_seg.cli import main
 from ros_seg.inference.onnx_export import MAX_IR_VERSION, OnnxModelError, export_onnx, read_onnx_info
-from ros_seg.inference.postprocess import semantic_inference
 from ros_seg.inference.segmenter import Segmenter
 from ros_seg.models.checkpoint import save_checkpoint
 from ros_seg.models.load import LoadedModel, load_model
+from ros_seg.models.postprocess.label_maps import semantic_inference
 from ros_seg.ops import DeformConv2d, deform_conv2d_reference, ms_deform_attn
 from ros_seg.ops.ms_deform_attn_onnx import PLUGIN_DOMAIN, PLUGIN_OP, tensorrt_plugin_export
 

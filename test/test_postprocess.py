@@ -11,14 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ros_seg.inference import cpu_label_kernels, postprocess
-from ros_seg.inference.postprocess import (
+from ros_seg.models.class_metadata import CITYSCAPES
+from ros_seg.models.postprocess import cpu_label_kernels
+from ros_seg.models.postprocess import label_maps as postprocess
+from ros_seg.models.postprocess.label_maps import (
     panoptic_inference,
     resize_valid_region,
     segment_statistics,
     semantic_inference,
 )
-from ros_seg.models.class_metadata import CITYSCAPES
 
 ROAD, SKY, CAR, PERSON = 0, 10, 13, 11
 K = CITYSCAPES.num_classes
@@ -175,8 +176,8 @@ def _smooth_logits(n: int, h: int, w: int, seed: int) -> torch.Tensor:
     ],
 )
 def test_cell_upsampling_equals_full_resolution(low, valid, padded, out, label_path) -> None:
-    from ros_seg.inference.cell_upsampling import CellGrid
-    from ros_seg.inference.postprocess import _panoptic_labels
+    from ros_seg.models.postprocess.cell_upsampling import CellGrid
+    from ros_seg.models.postprocess.label_maps import _panoptic_labels
 
     class_logits = torch.randn(12, K + 1) * 3
     masks = _smooth_logits(12, *low, seed=1)
@@ -219,8 +220,8 @@ def test_cell_upsampling_equals_full_resolution(low, valid, padded, out, label_p
 def test_compiled_query_map_widens_past_254_queries() -> None:
     """With 255 kept queries or more, labels no longer fit in a byte: the compiled map is int32 and
     still equals the tensor path's."""
-    from ros_seg.inference.cell_upsampling import CellGrid
-    from ros_seg.inference.postprocess import _panoptic_labels
+    from ros_seg.models.postprocess.cell_upsampling import CellGrid
+    from ros_seg.models.postprocess.label_maps import _panoptic_labels
 
     masks = _smooth_logits(300, 8, 12, seed=4)
     scores = torch.rand(300) * 0.5 + 0.5

@@ -4,7 +4,7 @@ The exported graph is the whole model: input ``image`` (1, 3, H, W) uint8 RGB;
 outputs ``class_logits`` (1, Q, K+1) and ``mask_logits`` (1, Q, H'/4, W'/4),
 where H', W' are H, W padded up to the model's size divisibility (the graph
 normalizes and pads itself). Post-processing stays in
-:mod:`ros_seg.inference.postprocess`, shared by every backend.
+:mod:`ros_seg.models.postprocess.label_maps`, shared by every backend.
 
 - Fixed size: the input must be exactly the exported (H, W); the Segmenter
   resizes images to it.

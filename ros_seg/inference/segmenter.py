@@ -28,10 +28,10 @@ import torch
 from ros_seg.inference.backends.selection import BACKENDS, open_backend
 from ros_seg.inference.backends.torch_backend import PRECISIONS
 from ros_seg.inference.image_input import check_image, image_to_tensor
-from ros_seg.inference.maskwise_merge import maskwise_merge
-from ros_seg.inference.postprocess import panoptic_inference, prepare, segment_statistics, semantic_inference
 from ros_seg.inference.result import Segment, SegmentationResult
 from ros_seg.models.class_metadata import ClassMetadata
+from ros_seg.models.postprocess.label_maps import panoptic_inference, prepare, segment_statistics, semantic_inference
+from ros_seg.models.postprocess.maskwise_merge import maskwise_merge
 
 __all__ = ["BACKENDS", "OUTPUT_RESOLUTIONS", "Segmenter", "resolve_device"]
 

@@ -5,8 +5,8 @@ import cv2
 import numba
 import numpy as np
 
-from ros_seg.inference.row_bands import run_in_bands
 from ros_seg.models.class_metadata import ClassMetadata
+from ros_seg.models.postprocess.row_bands import run_in_bands
 
 
 def palette(metadata: ClassMetadata) -> np.ndarray:

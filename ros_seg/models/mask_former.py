@@ -3,7 +3,7 @@
 The model takes RGB images with values 0..255 of any size; it normalizes them,
 pads bottom/right with zeros (after normalization) to a multiple of
 `size_divisibility`, and returns class logits and mask logits at 1/4 of the
-padded size. Post-processing lives in ros_seg.inference.postprocess.
+padded size. Post-processing lives in ros_seg.models.postprocess.label_maps.
 """
 from __future__ import annotations
 

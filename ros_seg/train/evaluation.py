@@ -20,12 +20,12 @@ from ros_seg.data.panoptic_ground_truth import ground_truth_panoptic
 from ros_seg.eval.json_safe import nan_to_none
 from ros_seg.eval.panoptic_metrics import PanopticAccumulator
 from ros_seg.eval.semantic_metrics import SemanticAccumulator
-from ros_seg.inference.maskwise_merge import maskwise_merge
-from ros_seg.inference.postprocess import panoptic_inference, semantic_inference
 from ros_seg.models.class_metadata import ClassMetadata
 from ros_seg.models.mask_former import MaskFormer
 from ros_seg.models.model_config import InferenceConfig, PanopticSegFormerConfig
 from ros_seg.models.panoptic_segformer import PanopticSegFormer
+from ros_seg.models.postprocess.label_maps import panoptic_inference, semantic_inference
+from ros_seg.models.postprocess.maskwise_merge import maskwise_merge
 
 @torch.no_grad()
 def evaluate(
@@ -48,7 +48,7 @@ def evaluate(
     pq_things, pq_stuff, per_class_pq {name: {pq, sq, rq, tp, fp, fn}} and
     things_by_area [{area, segments, matched, recall}] (percent; None where
     undefined), plus "images". The model is left in eval mode.
-    Panoptic SegFormer predictions are merged mask-wise (ros_seg.inference.maskwise_merge),
+    Panoptic SegFormer predictions are merged mask-wise (ros_seg.models.postprocess.maskwise_merge),
     binarizing soft masks at `mask_threshold`.
     """
     mask_wise = isinstance(model, PanopticSegFormer)

@@ -21,7 +21,7 @@ Output contract (as MaskFormer's where it can be): images (B, 3, H, W) RGB
 - "aux_outputs" (training, or when all_predictions): earlier predictions, each
   a dict with "queries" ("things" or "stuff") and "pred_logits" plus
   "pred_boxes" (location-decoder layers but the last) or "pred_masks" (mask-
-  decoder layers but the last). Post-processing: ros_seg.inference.maskwise_merge.
+  decoder layers but the last). Post-processing: ros_seg.models.postprocess.maskwise_merge.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Compiled CPU kernels for the label maps of bilinearly upsampled predictions.
 
-The same decisions as :mod:`ros_seg.inference.cell_upsampling` (read its
+The same decisions as :mod:`ros_seg.models.postprocess.cell_upsampling` (read its
 docstring for the geometry and why a cell can be decided from its corners),
 written as loops compiled by Numba: one pass over the cells of a `CellGrid`
 prunes the channels that cannot win, fills decided cells whole and
@@ -22,8 +22,8 @@ import numba
 import numpy as np
 import torch
 
-from ros_seg.inference.cell_upsampling import CellGrid
-from ros_seg.inference.row_bands import run_in_bands
+from ros_seg.models.postprocess.cell_upsampling import CellGrid
+from ros_seg.models.postprocess.row_bands import run_in_bands
 
 _F1 = np.float32(1.0)
 

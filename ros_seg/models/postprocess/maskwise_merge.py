@@ -29,8 +29,8 @@ import math
 
 import torch
 
-from ros_seg.inference.postprocess import PanopticOutput, resize_valid_region
 from ros_seg.models.class_metadata import ClassMetadata
+from ros_seg.models.postprocess.label_maps import PanopticOutput, resize_valid_region
 
 
 def candidate_confidence(

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ros_seg.inference import cpu_label_kernels
-from ros_seg.inference.cell_upsampling import (
+from ros_seg.models.class_metadata import ClassMetadata
+from ros_seg.models.postprocess import cpu_label_kernels
+from ros_seg.models.postprocess.cell_upsampling import (
     CellGrid,
     CellLabels,
     argmax_first,
@@ -31,7 +32,6 @@ from ros_seg.inference.cell_upsampling import (
     undecided_pairs,
     upsampled_argmax,
 )
-from ros_seg.models.class_metadata import ClassMetadata
 
 
 @dataclass

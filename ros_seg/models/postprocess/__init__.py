@@ -1,0 +1,1 @@
+"""From a model's class and mask logits to label maps: MaskFormer merging and Panoptic SegFormer's mask-wise merging."""
