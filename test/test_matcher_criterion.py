@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ros_seg.train.criterion import SetCriterion
-from ros_seg.train.matcher import HungarianMatcher
-from ros_seg.train.point_sampling import point_sample, uncertain_points
+from ros_seg.models.criteria.criterion import SetCriterion
+from ros_seg.models.criteria.matcher import HungarianMatcher
+from ros_seg.models.criteria.point_sampling import point_sample, uncertain_points
 
 NUM_CLASSES = 5
 

@@ -15,13 +15,13 @@ from ros_seg.data.synthetic_scenes import write_dataset
 from ros_seg.inference.segmenter import Segmenter
 from ros_seg.models.class_metadata import CITYSCAPES, ClassMetadata
 from ros_seg.models.complexity import count_gmacs, count_parameters
+from ros_seg.models.criteria.panoptic_segformer_criterion import PanopticSegFormerCriterion
+from ros_seg.models.criteria.panoptic_segformer_matcher import ThingMatcher
 from ros_seg.models.panoptic_segformer import PanopticSegFormer
 from ros_seg.models.panoptic_segformer.attention_to_mask import AttentionToMask
 from ros_seg.models.panoptic_segformer.panoptic_segformer import ABSENT_LOGIT
 from ros_seg.models.postprocess.maskwise_merge import maskwise_merge
 from ros_seg.models.registry import build_model, load_model_config
-from ros_seg.train.panoptic_segformer_criterion import PanopticSegFormerCriterion
-from ros_seg.train.panoptic_segformer_matcher import ThingMatcher
 from ros_seg.train.train_config import TrainConfig
 from ros_seg.train.trainer import LOG_FILE, train
 

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ros_seg.models.criteria.process_group_mean import world_size
 from ros_seg.train.sync_batch_norm import convert_to_process_group_batchnorm
 
 log = logging.getLogger(__name__)
@@ -93,24 +94,6 @@ def shutdown_distributed() -> None:
     """Leave the process group (no-op for a single process)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def world_size() -> int:
-    """Number of processes in the job (1 without a process group)."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum of `tensor` over all processes (a copy; `tensor` itself is unchanged)."""
-    total = tensor.detach().clone()
-    if world_size() > 1:
-        dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return total
-
-
-def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
-    """Mean of `tensor` over all processes."""
-    return all_reduce_sum(tensor) / world_size()
 
 
 def barrier() -> None:

@@ -41,22 +41,22 @@ from ros_seg.data.cityscapes import CityscapesDataset
 from ros_seg.data.transforms import TrainAugmentation
 from ros_seg.models.backbones.imagenet_weights import load_imagenet_weights
 from ros_seg.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
+from ros_seg.models.criteria.criterion import SetCriterion
+from ros_seg.models.criteria.matcher import HungarianMatcher
+from ros_seg.models.criteria.panoptic_segformer_criterion import PanopticSegFormerCriterion
+from ros_seg.models.criteria.panoptic_segformer_matcher import ThingMatcher
+from ros_seg.models.criteria.process_group_mean import all_reduce_mean
 from ros_seg.models.registry import build_model, load_model_config
 from ros_seg.train.batching import PaddedBatchCollator, TrainSamples
-from ros_seg.train.criterion import SetCriterion
 from ros_seg.train.distributed import (
     DistributedContext,
     ShardedBatchSampler,
-    all_reduce_mean,
     barrier,
     init_distributed,
     wrap_model,
 )
 from ros_seg.train.evaluation import evaluate
-from ros_seg.train.matcher import HungarianMatcher
 from ros_seg.train.optimizer import WarmupSchedule, build_optimizer, build_scheduler, load_optimizer_state
-from ros_seg.train.panoptic_segformer_criterion import PanopticSegFormerCriterion
-from ros_seg.train.panoptic_segformer_matcher import ThingMatcher
 from ros_seg.train.repeat_factors import describe_repeat_factors, image_repeat_factors
 from ros_seg.train.rng_state import capture_rng_state, restore_rng_state
 from ros_seg.train.train_config import TrainConfig

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from ros_seg.train.point_sampling import point_sample
+from ros_seg.models.criteria.point_sampling import point_sample
 
 
 def pairwise_sigmoid_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ros_seg.train.box_ops import cxcywh_to_xyxy, generalized_box_iou, mask_boxes
-from ros_seg.train.criterion import dice_loss
-from ros_seg.train.distributed import all_reduce_mean
-from ros_seg.train.panoptic_segformer_matcher import FOCAL_ALPHA, FOCAL_GAMMA, ThingMatcher, resize_targets
+from ros_seg.models.criteria.box_ops import cxcywh_to_xyxy, generalized_box_iou, mask_boxes
+from ros_seg.models.criteria.criterion import dice_loss
+from ros_seg.models.criteria.panoptic_segformer_matcher import FOCAL_ALPHA, FOCAL_GAMMA, ThingMatcher, resize_targets
+from ros_seg.models.criteria.process_group_mean import all_reduce_mean
 
 
 def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

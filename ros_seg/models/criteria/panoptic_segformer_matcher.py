@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from ros_seg.train.box_ops import cxcywh_to_xyxy, generalized_box_iou
-from ros_seg.train.matcher import pairwise_dice
+from ros_seg.models.criteria.box_ops import cxcywh_to_xyxy, generalized_box_iou
+from ros_seg.models.criteria.matcher import pairwise_dice
 
 FOCAL_ALPHA = 0.25
 FOCAL_GAMMA = 2.0

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ros_seg.train.distributed import all_reduce_mean
-from ros_seg.train.matcher import HungarianMatcher
-from ros_seg.train.point_sampling import point_sample, uncertain_points
+from ros_seg.models.criteria.matcher import HungarianMatcher
+from ros_seg.models.criteria.point_sampling import point_sample, uncertain_points
+from ros_seg.models.criteria.process_group_mean import all_reduce_mean
 
 def sigmoid_bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Sum over pairs of the mean BCE over points: (M, P), (M, P) -> scalar."""
