@@ -7,14 +7,15 @@ from pathlib import Path
 import pytest
 
 from ros_seg.cli import main
-from ros_seg.cli.demo import DEFAULT_WEIGHTS
+from ros_seg.cli.demo import demo_checkpoint
 from ros_seg.models.checkpoint import read_checkpoint
 
 
 def test_demo_checkpoint_is_committed_and_small() -> None:
-    assert DEFAULT_WEIGHTS.is_file()
-    assert DEFAULT_WEIGHTS.stat().st_size < 25 * 2**20
-    assert read_checkpoint(DEFAULT_WEIGHTS).config.name == "pem_stdc1"
+    weights = demo_checkpoint()
+    assert weights is not None and weights.is_file()
+    assert weights.stat().st_size < 25 * 2**20
+    assert read_checkpoint(weights).config.name == "pem_stdc1"
 
 
 def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -38,14 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Python packages that come with an extra of the pip package (pyproject.toml) rather than with its core.
+EXTRA_OF_PACKAGE = {"rosbags": "replay", "matplotlib": "replay", "onnx": "onnx", "onnxruntime": "onnx"}
+
+
 def _register_unavailable(sub: argparse._SubParsersAction, name: str, package: str) -> None:
     """A subcommand whose Python package is missing here (say rosbags on a GPU box holding only PyTorch):
     the other commands keep working, and this one says what to install."""
     p = sub.add_parser(name, help=f"(unavailable here: needs the Python package {package!r})", add_help=False)
+    extra = EXTRA_OF_PACKAGE.get(package)
+    install = f"pip install 'ros_seg[{extra}]'" if extra else "pip install -r requirements/core.txt"
 
     def run(args: argparse.Namespace) -> int:
         print(f"ros-seg {name}: error: this command needs the Python package {package!r}, which is not installed: "
-              "run scripts/setup.sh (or pip install -r requirements/core.txt)", file=sys.stderr)
+              f"run scripts/setup.sh (or {install})", file=sys.stderr)
         return 2
 
     p.set_defaults(func=run, takes_any_arguments=True)

@@ -11,12 +11,24 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
 from ros_seg.cli.arguments import image_size
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "pem_stdc1_synth.pt"
+DEMO_CHECKPOINT = Path("models") / "pem_stdc1_synth.pt"
+
+
+def demo_checkpoint() -> Path | None:
+    """The committed demo checkpoint: in the source checkout, else in share/ros_seg/ of a ROS 2 install on
+    AMENT_PREFIX_PATH. A pip-installed wheel does not carry it (16.6 MiB of weights for synthetic scenes)."""
+    checkout = Path(__file__).resolve().parents[2]
+    prefixes = [Path(p) / "share" / "ros_seg" for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    for root in [checkout, *prefixes]:
+        if (root / DEMO_CHECKPOINT).is_file():
+            return root / DEMO_CHECKPOINT
+    return None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=40, help="frames of the drive (default 40)")
     p.add_argument("--size", type=image_size, default=(256, 512), help="frame size HxW (default 256x512)")
     p.add_argument("--rate", type=float, default=4.0, help="camera rate of the bag in Hz (default 4)")
-    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="checkpoint (default: the demo checkpoint)")
+    p.add_argument("--weights", help=f"checkpoint (default: the demo checkpoint, {DEMO_CHECKPOINT} of the repository)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--seed", type=int, default=7, help="seed of the drive (default 7)")
     p.set_defaults(func=run)
@@ -71,7 +83,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.frames < 1:
         raise ValueError("--frames must be at least 1")
-    weights = Path(args.weights)
+    weights = Path(args.weights) if args.weights else demo_checkpoint()
+    if weights is None:
+        raise FileNotFoundError(
+            f"the demo checkpoint ({DEMO_CHECKPOINT}) is not installed here (the pip wheel leaves it out): "
+            "pass --weights CKPT, e.g. the file from a checkout of the repository"
+        )
     if not weights.is_file():
         raise FileNotFoundError(f"demo checkpoint {weights} not found: pass --weights CKPT")
     out = Path(args.out)

@@ -1,4 +1,4 @@
-"""Model configuration: a YAML file under config/models/ parsed into typed, checked sections.
+"""Model configuration: a YAML file under ros_seg/configs/models/ parsed into typed, checked sections.
 
 Every key is known: a misspelled or unknown key is an error naming the key, the
 section and the file, so a typo never silently falls back to a default. A config

@@ -1,4 +1,4 @@
-"""Named models: a name like `pem_r50` maps to config/models/pem_r50.yaml, which is
+"""Named models: a name like `pem_r50` maps to ros_seg/configs/models/pem_r50.yaml, which is
 built into a MaskFormer from the registered backbones, pixel decoders and
 transformer decoders. `--model` also accepts the path of a config file.
 """
@@ -49,19 +49,17 @@ PIXEL_DECODERS: dict[str, Callable[[ChannelsPerLevel, PixelDecoderConfig], nn.Mo
 TRANSFORMER_DECODERS: dict[str, Callable[..., nn.Module]] = {"masked": MaskedTransformerDecoder}
 
 
-def config_dirs() -> list[Path]:
-    """Where named model configs are looked up, in order.
+# The model configs ship inside the package (package data of the wheel, installed with the
+# Python sources by colcon), so every way of installing ros_seg knows the same names.
+PACKAGE_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "models"
 
-    $ROS_SEG_CONFIG_DIR, the source checkout's config/models (also reached through
-    colcon's symlinked install), and share/ros_seg/config/models of every prefix
-    on AMENT_PREFIX_PATH (a colcon or apt install).
-    """
+
+def config_dirs() -> list[Path]:
+    """Where named model configs are looked up, in order: $ROS_SEG_CONFIG_DIR, then the package's own."""
     dirs = []
     if os.environ.get("ROS_SEG_CONFIG_DIR"):
         dirs.append(Path(os.environ["ROS_SEG_CONFIG_DIR"]))
-    dirs.append(Path(__file__).resolve().parents[2] / "config" / "models")
-    for prefix in filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):
-        dirs.append(Path(prefix) / "share" / "ros_seg" / "config" / "models")
+    dirs.append(PACKAGE_CONFIG_DIR)
     return dirs
 
 

@@ -1,6 +1,6 @@
 """Strict YAML configuration: mappings turned into typed dataclasses, every key and value checked.
 
-Shared by model configs (config/models/) and training configs (config/train/):
+Shared by model configs (ros_seg/configs/models/) and training configs (config/train/):
 an unknown key, or a value of the wrong type, is an error naming the key, its
 section and the file, so a typo never silently falls back to a default.
 """

@@ -45,9 +45,10 @@ _OWN_MESSAGES = ("Segment", "SegmentArray", "SegmentationInfo")
 
 
 def message_dir() -> Path:
-    """The folder of ros_seg's `.msg` files: the source tree's, else the installed `share/ros_seg/msg`."""
-    source = Path(__file__).resolve().parents[2] / "msg"
-    candidates = [source] + [
+    """The folder of ros_seg's `.msg` files: the package's `resources/msg` (in a wheel, or the source tree's
+    msg/ through a link), else `share/ros_seg/msg` of a ROS 2 install on AMENT_PREFIX_PATH."""
+    packaged = Path(__file__).resolve().parents[1] / "resources" / "msg"
+    candidates = [packaged] + [
         Path(prefix) / "share" / "ros_seg" / "msg"
         for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)
         if prefix
@@ -56,8 +57,8 @@ def message_dir() -> Path:
         if (folder / "SegmentArray.msg").is_file():
             return folder
     raise FileNotFoundError(
-        f"cannot find ros_seg's message definitions (SegmentArray.msg) in {source} or in share/ros_seg/msg "
-        "of AMENT_PREFIX_PATH: run from the source tree or source the ros_seg install"
+        f"cannot find ros_seg's message definitions (SegmentArray.msg) in {packaged} or in share/ros_seg/msg "
+        "of AMENT_PREFIX_PATH: reinstall ros_seg (pip install .) or source its ROS 2 install"
     )
 
 
