@@ -30,8 +30,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import rclpy
@@ -116,7 +116,8 @@ def markdown(r: dict) -> str:
         "",
         f"Machine: {m['cpu']}, {m['cpu_cores']} cores; torch {m['torch']}, Python {m['python']}, {m['os']}; "
         f"load average before / after: {r['load_average'][0]:.1f} / {r['load_average'][1]:.1f}.",
-        f"Input: {r['size'][0]}x{r['size'][1]} rgb8 at {r['rate_hz']} Hz ({r['input_qos']} QoS) for {r['duration_s']} s; "
+        f"Input: {r['size'][0]}x{r['size'][1]} rgb8 at {r['rate_hz']} Hz ({r['input_qos']} QoS) "
+        f"for {r['duration_s']} s; "
         f"{r['model']} on {r.get('device', 'cpu')}"
         + "".join(f", {p}" for p in r.get("node_parameters", []))
         + (f", GPU {m['gpu']}" if "gpu" in m else "") + ", random weights.",

@@ -1,7 +1,8 @@
 """Launch the segmentation node with Panoptic SegFormer (panoptic_segformer_r50 by default).
 
     ros2 launch ros_seg panoptic_segformer.launch.py
-    ros2 launch ros_seg panoptic_segformer.launch.py weights:=/data/panoptic_segformer_r50.pt device:=cuda:0 image:=/camera/image_raw
+    ros2 launch ros_seg panoptic_segformer.launch.py weights:=/data/panoptic_segformer_r50.pt \
+        device:=cuda:0 image:=/camera/image_raw
 
 Every argument of segmentation.launch.py applies: model, weights, backend,
 device, image, camera_info, namespace, use_sim_time, params_file.

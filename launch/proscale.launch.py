@@ -21,6 +21,7 @@ def generate_launch_description() -> LaunchDescription:
     segmentation = PythonLaunchDescriptionSource(os.path.join(share, "launch", "segmentation.launch.py"))
     return LaunchDescription([
         DeclareLaunchArgument("model", default_value="proscale_r50_333",
-                              description="Model: proscale_r50_111, proscale_r50_222 or proscale_r50_333 (m2f_r50 for the plain Mask2Former encoder)"),
+                              description="Model: proscale_r50_111, proscale_r50_222 or proscale_r50_333 "
+                                          "(m2f_r50 for the plain Mask2Former encoder)"),
         IncludeLaunchDescription(segmentation, launch_arguments={"model": LaunchConfiguration("model")}.items()),
     ])

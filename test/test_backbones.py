@@ -39,7 +39,7 @@ def _randomize(model: torch.nn.Module) -> torch.nn.Module:
     """Fills every float tensor of the state dict with noise (running_var kept positive)."""
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for name, tensor in model.state_dict().items():
+        for tensor in model.state_dict().values():
             if tensor.is_floating_point():
                 tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
     return model

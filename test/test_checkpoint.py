@@ -11,8 +11,8 @@ from ros_seg.cli import main
 from ros_seg.models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from ros_seg.models.load import load_model
 from ros_seg.models.model_config import ModelConfig
-from ros_seg.models.strict_config import ConfigError
 from ros_seg.models.registry import build_model, load_model_config, resolve_config
+from ros_seg.models.strict_config import ConfigError
 
 
 def _saved(tmp_path: Path, name: str = "pem_stdc1", storage: str = "fp32") -> tuple[Path, torch.nn.Module]:
@@ -50,7 +50,8 @@ def test_int8_checkpoint_is_small_and_close(tmp_path: Path) -> None:
         if value.is_floating_point():
             # per-channel int8: error at most half a step of the channel's scale
             step = value.flatten(1).abs().amax(1) / 127 if value.dim() >= 2 else value.abs().max() / 1000
-            err = (loaded[key] - value).flatten(1).abs().amax(1) if value.dim() >= 2 else (loaded[key] - value).abs().max()
+            diff = loaded[key] - value
+            err = diff.flatten(1).abs().amax(1) if value.dim() >= 2 else diff.abs().max()
             assert bool((err <= step * 0.51 + 1e-3 * value.abs().max()).all()), key
 
 
@@ -147,12 +148,18 @@ def _authors_pixel_decoder_name(ours: str) -> str:
 def _authors_predictor_name(ours: str, old_names: bool) -> str:
     feature, query = ("to_query", "to_key") if old_names else ("feature_proj", "query_proj")
     rules = [
-        (r"cross_attention_layers\.(\d+)\.feature_proj\.norm\.", rf"transformer_cross_attention_layers.\1.{feature}.bn."),
+        (
+            r"cross_attention_layers\.(\d+)\.feature_proj\.norm\.",
+            rf"transformer_cross_attention_layers.\1.{feature}.bn.",
+        ),
         (
             r"cross_attention_layers\.(\d+)\.feature_proj\.local\.",
             rf"transformer_cross_attention_layers.\1.{feature}.to_query_3x3.",
         ),
-        (r"cross_attention_layers\.(\d+)\.feature_proj\.linear\.", rf"transformer_cross_attention_layers.\1.{feature}.out."),
+        (
+            r"cross_attention_layers\.(\d+)\.feature_proj\.linear\.",
+            rf"transformer_cross_attention_layers.\1.{feature}.out.",
+        ),
         (r"cross_attention_layers\.(\d+)\.query_proj\.", rf"transformer_cross_attention_layers.\1.{query}."),
         (r"cross_attention_layers\.(\d+)\.", r"transformer_cross_attention_layers.\1."),
         (r"self_attention_layers\.(\d+)\.attn\.", r"transformer_self_attention_layers.\1.self_attn."),
@@ -174,7 +181,10 @@ def _authors_checkpoint(model: torch.nn.Module, stdc: bool, old_names: bool) -> 
             if stdc:  # STDC checkpoints repeat every tensor under the x2/x4/x8/x16/x32 aliases
                 idx, tail = rest.split(".", 2)[1], rest.split(".", 2)[2]
                 i = int(idx)
-                alias = ("x2", 0) if i < 1 else ("x4", 1) if i < 2 else ("x8", 2) if i < 4 else ("x16", 4) if i < 6 else ("x32", 6)
+                alias = (
+                    ("x2", 0) if i < 1 else ("x4", 1) if i < 2 else ("x8", 2) if i < 4 else ("x16", 4) if i < 6
+                    else ("x32", 6)
+                )
                 out[f"backbone.{alias[0]}.0.{i - alias[1]}.{tail}"] = value.clone()
         elif part == "pixel_decoder":
             out["sem_seg_head.pixel_decoder." + _authors_pixel_decoder_name(rest)] = value.clone()

@@ -19,6 +19,11 @@ from torch import Tensor
 
 pytest.importorskip("triton", reason="Triton is not installed (it comes with CUDA builds of PyTorch)")
 
+from test_deform_conv import GEOMETRIES, _as_pair  # noqa: E402
+from test_deform_conv import _random_case as _deform_case  # noqa: E402
+from test_ms_deform_attn import _call  # noqa: E402
+from test_ms_deform_attn import _random_case as _attention_case  # noqa: E402
+
 from ros_seg.ops import (  # noqa: E402 - after the skip
     GPU_KERNELS,
     deform_conv2d,
@@ -28,10 +33,6 @@ from ros_seg.ops import (  # noqa: E402 - after the skip
 )
 from ros_seg.ops.deform_conv_triton import deform_conv2d_triton  # noqa: E402
 from ros_seg.ops.ms_deform_attn_triton import ms_deform_attn_triton  # noqa: E402
-from test_deform_conv import GEOMETRIES, _as_pair  # noqa: E402
-from test_deform_conv import _random_case as _deform_case  # noqa: E402
-from test_ms_deform_attn import _call  # noqa: E402
-from test_ms_deform_attn import _random_case as _attention_case  # noqa: E402
 
 if torch.cuda.is_available():
     DEVICE = torch.device("cuda")

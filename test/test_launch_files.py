@@ -11,8 +11,8 @@ import ast
 import importlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import rclpy

@@ -10,7 +10,6 @@ from torch import Tensor, nn
 from ros_seg.bench.encoder_speed import bench_encoders
 from ros_seg.models.complexity import count_gmacs, count_parameters
 from ros_seg.models.model_config import ModelConfig
-from ros_seg.models.strict_config import ConfigError
 from ros_seg.models.pixel_decoders.msdeformattn_pixel_decoder import DeformableEncoder, MSDeformAttnPixelDecoder
 from ros_seg.models.pixel_decoders.proscale_pixel_decoder import (
     LightPixelEmbedding,
@@ -19,6 +18,7 @@ from ros_seg.models.pixel_decoders.proscale_pixel_decoder import (
     proscale_pixel_decoder,
 )
 from ros_seg.models.registry import build_model, load_model_config
+from ros_seg.models.strict_config import ConfigError
 
 WIDTH = 32  # GroupNorm(32) needs a multiple of 32
 IN_CHANNELS = (8, 16, 24, 40)

@@ -317,7 +317,9 @@ def test_cli_json_output_and_errors(gt_root: Path, semantic_predictions: Path, p
     assert {"pq", "sq", "rq", "pq_things", "pq_stuff", "per_class", "things_by_area"} <= set(result)
     thing_counts = [v for k, v in result["per_class"].items() if CITYSCAPES.is_thing[CITYSCAPES.names.index(k)]]
     assert sum(row["segments"] for row in result["things_by_area"]) == sum(v["tp"] + v["fn"] for v in thing_counts)
-    args = parser.parse_args(["metrics", "--task", "panoptic", "--gt", str(gt_root), "--pred", str(panoptic_predictions)])
+    args = parser.parse_args(
+        ["metrics", "--task", "panoptic", "--gt", str(gt_root), "--pred", str(panoptic_predictions)]
+    )
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     assert f"all     PQ {result['pq']:6.2f}" in printed and "thing segments matched, by area: < 64 px " in printed

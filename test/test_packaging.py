@@ -15,7 +15,6 @@ import shutil
 import site
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
@@ -39,6 +38,7 @@ LAYER_EXTRAS = {"replay": "replay"}
 
 def _declared() -> tuple[set[str], dict[str, set[str]]]:
     """Canonical names of pyproject's core dependencies, and of each extra's."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
     def names(requirements: list[str]) -> set[str]:

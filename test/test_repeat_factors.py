@@ -13,11 +13,11 @@ from ros_seg.data.cityscapes import CityscapesDataset
 from ros_seg.data.synthetic_scenes import write_dataset
 from ros_seg.data.transforms import TrainAugmentation
 from ros_seg.models.strict_config import ConfigError
+from ros_seg.train import trainer as trainer_module
 from ros_seg.train.batching import TrainSamples
 from ros_seg.train.distributed import ShardedBatchSampler
 from ros_seg.train.repeat_factors import class_image_fractions, describe_repeat_factors, image_repeat_factors
 from ros_seg.train.train_config import TrainConfig
-from ros_seg.train import trainer as trainer_module
 
 
 def classes(*ids: int) -> np.ndarray:

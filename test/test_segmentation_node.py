@@ -7,13 +7,14 @@ side is a plain rclpy node with real publishers, subscribers and a parameter cli
 """
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -214,7 +215,7 @@ def warm_up(c: Client) -> None:
         for _ in range(int(TIMEOUT)):
             c.pub["camera_info"].publish(camera_info())
             c.pub[name].publish(msg)
-            if c.spin_until(lambda: c.with_stamp(topic, stamp_of(msg)), timeout=2.0):
+            if c.spin_until(functools.partial(c.with_stamp, topic, stamp_of(msg)), timeout=2.0):
                 break
         assert c.with_stamp(topic, stamp_of(msg)), f"no output for the {name} publisher"
 
@@ -313,7 +314,7 @@ def test_bad_frames_are_reported_and_node_keeps_serving(client: Client, nodes: d
         client.pub["raw"].publish(msg)
         status = {}
 
-        def reported() -> bool:
+        def reported(status: dict = status, rejected: int = rejected) -> bool:
             status.update(client.diagnostics("/raw"))
             return int(status["frames_rejected"]) > rejected
 
@@ -387,7 +388,8 @@ def test_corrupt_compressed_frame_is_rejected(client: Client, nodes: dict) -> No
 
     assert client.spin_until(reported)
     assert "cannot be decoded" in status["last_error"]
-    sent = CompressedImage(header=header(71), format="png", data=cv2.imencode(".png", random_image("mono8"))[1].tobytes())
+    png = cv2.imencode(".png", random_image("mono8"))[1].tobytes()
+    sent = CompressedImage(header=header(71), format="png", data=png)
     client.pub["compressed"].publish(sent)
     check_outputs(client.wait_outputs("/small", stamp_of(sent), tuple(OUTPUTS)), sent, 32, 48)
     assert nodes["/small"].poll() is None

@@ -22,8 +22,8 @@ from ros_seg.data.synthetic_scenes import write_dataset
 from ros_seg.models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from ros_seg.models.load import load_model
 from ros_seg.models.strict_config import ConfigError
-from ros_seg.train.train_config import TrainConfig
 from ros_seg.train import trainer as trainer_module
+from ros_seg.train.train_config import TrainConfig
 from ros_seg.train.trainer import LAST_CHECKPOINT, LOG_FILE, train
 
 SIZE = (64, 128)

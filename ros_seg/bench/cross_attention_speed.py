@@ -6,6 +6,8 @@ the token counts of Cityscapes feature maps at 1024x2048 (1/32 .. 1/4).
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ros_seg.bench.timing import time_calls
@@ -44,7 +46,7 @@ def bench_cross_attention(
         row = {"tokens": h * w, "feature_size": [h, w]}
         for name, layer in layers.items():
             with torch.inference_mode():
-                samples = time_calls(lambda: layer(query, feats, mask, pos, query_pos), warmup, repeats, dev)
+                samples = time_calls(functools.partial(layer, query, feats, mask, pos, query_pos), warmup, repeats, dev)
             row[f"{name}_ms"] = latency_stats(samples)
         row["speedup"] = round(row["masked_ms"]["p50"] / row["pem_ms"]["p50"], 2)
         rows.append(row)

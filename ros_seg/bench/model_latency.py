@@ -143,8 +143,10 @@ def compare_backends(
     """
     image = _random_image(size)
     timers = [
-        _Timer(Segmenter(model, weights, device, precision, name, _export_size(name, size), channels_last=channels_last),
-               image)
+        _Timer(
+            Segmenter(model, weights, device, precision, name, _export_size(name, size), channels_last=channels_last),
+            image,
+        )
         for name in backends
     ]
     load_before = _load_average()

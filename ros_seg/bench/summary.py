@@ -36,7 +36,8 @@ def _machine_line(machine: dict) -> str:
 
 def _model_rows(runs: list[dict]) -> list[str]:
     lines = [
-        "| model | backend | precision | size | params (M) | GMACs | p50 ms | p95 ms | model p50 ms | FPS | peak memory MB |",
+        "| model | backend | precision | size | params (M) | GMACs | p50 ms | p95 ms | model p50 ms | FPS "
+        "| peak memory MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(runs, key=lambda r: (r["model"], r["backend"], r["precision"], r["size"])):

@@ -13,7 +13,8 @@ import os
 import sys
 
 COMMANDS = (
-    "describe", "segment", "synth", "train", "eval", "metrics", "make-bag", "replay", "export", "bench", "convert", "demo",
+    "describe", "segment", "synth", "train", "eval", "metrics", "make-bag", "replay", "export", "bench", "convert",
+    "demo",
 )
 
 

@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "report (--markdown, or next to the JSON file as .md; printed when no JSON goes to stdout).",
     )
     p.add_argument("--model", required=True, help="model name (e.g. pem_stdc1) or config file; must match the weights")
-    p.add_argument("--weights", required=True, metavar="CKPT", help="ros_seg checkpoint (e.g. OUT/model_final.pt of ros-seg train)")
+    p.add_argument("--weights", required=True, metavar="CKPT",
+                   help="ros_seg checkpoint (e.g. OUT/model_final.pt of ros-seg train)")
     p.add_argument("--data", required=True, metavar="DIR", help="Cityscapes-layout data root")
     p.add_argument("--split", default="val", help="split to score (default val)")
     p.add_argument("--task", choices=TASKS, default="panoptic",

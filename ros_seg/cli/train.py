@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "GPUs or CPU processes run `torchrun --nproc_per_node N -m ros_seg.cli train ...`; solver.batch_size "
         "is the total over all processes.",
     )
-    p.add_argument("--config", required=True, metavar="FILE", help="training config YAML (e.g. config/train/pem_r50_cityscapes.yaml)")
+    p.add_argument("--config", required=True, metavar="FILE",
+                   help="training config YAML (e.g. config/train/pem_r50_cityscapes.yaml)")
     p.add_argument("--data", metavar="DIR", default=None, help="Cityscapes-layout data root (overrides data.root)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder for logs and checkpoints")
     p.add_argument("--resume", action="store_true",

@@ -7,8 +7,8 @@ writes the same layout, so both load identically.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

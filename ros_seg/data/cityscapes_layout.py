@@ -74,7 +74,7 @@ class FrameName:
         return f"{self.city}_{self.sequence:06d}_{self.frame:06d}"
 
     @classmethod
-    def parse(cls, file_name: str) -> "FrameName":
+    def parse(cls, file_name: str) -> FrameName:
         """Frame of a Cityscapes file name such as ``aachen_000000_000019_leftImg8bit.png``."""
         parts = os.path.basename(file_name).split("_")
         if len(parts) < 3 or not parts[1].isdigit() or not parts[2][:6].isdigit():

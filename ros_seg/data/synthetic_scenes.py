@@ -330,27 +330,27 @@ class _Vehicle(_Actor):
 
     def draw(self, canvas: _Canvas, z: float, time: float, light: float) -> None:
         seg = canvas.instance_id(self.label, self.track)
-        w, h, l = self.width, self.height, self.length
+        w, h, length = self.width, self.height, self.length
         x0, x1 = self.x - w / 2, self.x + w / 2
         color = _shade(self.color, light)
         glass = _shade((45, 55, 65), light)
         tire = (20, 20, 22)
-        for wz in (z + l - 0.8, z + 0.8):
+        for wz in (z + length - 0.8, z + 0.8):
             for wx in (x0 + 0.02, x1 - 0.24):
                 canvas.cuboid((wx, wx + 0.22, 0.0, 0.66, wz - 0.33, wz + 0.33), tire, seg)
         if self.label == CAR:
             belt = 0.55 * h
-            cabin = (x0 + 0.09 * w, x1 - 0.09 * w, belt, h, z + 0.24 * l, z + 0.78 * l)
+            cabin = (x0 + 0.09 * w, x1 - 0.09 * w, belt, h, z + 0.24 * length, z + 0.78 * length)
             canvas.cuboid(cabin, color, seg)
             self._paint_faces(canvas, cabin, glass, 0.08)
-            canvas.cuboid((x0, x1, 0.3, belt, z, z + l), color, seg)
+            canvas.cuboid((x0, x1, 0.3, belt, z, z + length), color, seg)
             lamp_y = belt - 0.2
         elif self.label == TRUCK:
-            cab_len = 0.28 * l
-            cab_z = z if self.oncoming else z + l - cab_len
+            cab_len = 0.28 * length
+            cab_z = z if self.oncoming else z + length - cab_len
             box_z = z + cab_len if self.oncoming else z
             canvas.cuboid((x0 + 0.05, x1 - 0.05, 0.45, 0.8 * h, cab_z, cab_z + cab_len), _shade(color, 0.9), seg)
-            cargo = (x0, x1, 0.55, h, box_z, box_z + l - cab_len)
+            cargo = (x0, x1, 0.55, h, box_z, box_z + length - cab_len)
             canvas.cuboid(cargo, _shade((225, 225, 220), light) if self.track % 2 else color, seg)
             if self.oncoming:
                 self._paint_faces(canvas, (x0 + 0.05, x1 - 0.05, 0.45 * h, 0.8 * h, z, z + cab_len), glass, 0.1)
@@ -359,9 +359,9 @@ class _Vehicle(_Actor):
             self._draw_tram(canvas, z, light, glass, seg)
             lamp_y = 0.55
         else:
-            body = (x0, x1, 0.35, h, z, z + l)
+            body = (x0, x1, 0.35, h, z, z + length)
             canvas.cuboid(body, color, seg)
-            self._paint_faces(canvas, (x0, x1, 0.42 * h, 0.85 * h, z, z + l), glass, 0.05)
+            self._paint_faces(canvas, (x0, x1, 0.42 * h, 0.85 * h, z, z + length), glass, 0.05)
             lamp_y = 0.7
         lamp = (255, 250, 230) if self.oncoming else (200, 20, 20)
         for lx in (x0 + 0.08, x1 - 0.33):
@@ -377,23 +377,23 @@ class _Vehicle(_Actor):
 
         What sits on the roof is drawn first: from below the roof, the body hides all of it that it covers.
         """
-        w, h, l = self.width, self.height, self.length
+        w, h, length = self.width, self.height, self.length
         x0, x1 = self.x - w / 2, self.x + w / 2
         color = _shade(self.color, light)
-        sections = max(2, round(l / 8.0))
-        bay = l / sections
+        sections = max(2, round(length / 8.0))
+        bay = length / sections
         equipment = _shade((70, 72, 75), light)
         for k in range(sections):
             canvas.cuboid((x0 + 0.45, x1 - 0.45, h, h + 0.35, z + k * bay + 1.5, z + k * bay + 4.5), equipment, seg)
         self._pantograph(canvas, self.x, h + 0.35, z + 0.5 * bay, _shade((35, 35, 38), light), seg)
-        canvas.cuboid((x0, x1, 0.3, h, z, z + l), color, seg)
+        canvas.cuboid((x0, x1, 0.3, h, z, z + length), color, seg)
         white = (235, 235, 230)
         stripe = _shade((200, 30, 35) if self.color == white else white, light)
         skirt = _shade((45, 45, 48), light)
         bellows = _shade((30, 30, 32), light)
-        self._paint_faces(canvas, (x0, x1, 0.3, 0.75, z, z + l), skirt, 0.02, 0.8)
-        self._paint_faces(canvas, (x0, x1, 0.3 * h, 0.36 * h, z, z + l), stripe, 0.02, 0.8)
-        self._paint_faces(canvas, (x0, x1, 0.4 * h, 0.86 * h, z, z + l), glass, 0.05)
+        self._paint_faces(canvas, (x0, x1, 0.3, 0.75, z, z + length), skirt, 0.02, 0.8)
+        self._paint_faces(canvas, (x0, x1, 0.3 * h, 0.36 * h, z, z + length), stripe, 0.02, 0.8)
+        self._paint_faces(canvas, (x0, x1, 0.4 * h, 0.86 * h, z, z + length), glass, 0.05)
         pillar = 0.25
         for k in range(sections):
             for j in range(1, 4):
@@ -1115,15 +1115,16 @@ def _vehicle(rng: np.random.Generator, x: float, z: float, speed: float, oncomin
     """A random car, or (when `heavy` may apply) a truck, bus or tram."""
     roll = rng.uniform() if heavy else 1.0
     if roll < 0.03 and oncoming:
-        label, w, h, l, color = TRAIN, 2.4, 3.4, rng.uniform(20.0, 30.0), _pick(rng, ((235, 235, 230), (200, 30, 35)))
+        label, w, h, length = TRAIN, 2.4, 3.4, rng.uniform(20.0, 30.0)
+        color = _pick(rng, ((235, 235, 230), (200, 30, 35)))
     elif roll < 0.1:
-        label, w, h, l, color = BUS, 2.55, rng.uniform(3.0, 3.3), 12.0, _pick(rng, _BUS_COLORS)
+        label, w, h, length, color = BUS, 2.55, rng.uniform(3.0, 3.3), 12.0, _pick(rng, _BUS_COLORS)
     elif roll < 0.2:
-        label, w, h, l, color = TRUCK, 2.45, rng.uniform(3.0, 3.7), rng.uniform(6.0, 9.0), _pick(rng, _CAR_COLORS)
+        label, w, h, length, color = TRUCK, 2.45, rng.uniform(3.0, 3.7), rng.uniform(6.0, 9.0), _pick(rng, _CAR_COLORS)
     else:
-        label, w, h, l = CAR, rng.uniform(1.7, 1.95), rng.uniform(1.4, 1.6), rng.uniform(4.0, 4.8)
+        label, w, h, length = CAR, rng.uniform(1.7, 1.95), rng.uniform(1.4, 1.6), rng.uniform(4.0, 4.8)
         color = _pick(rng, _CAR_COLORS)
-    return _Vehicle(x, z, speed=speed, length=l, track=tracks(label), label=label, width=w, height=h, color=color,
+    return _Vehicle(x, z, speed=speed, length=length, track=tracks(label), label=label, width=w, height=h, color=color,
                     oncoming=oncoming)
 
 

@@ -63,7 +63,7 @@ class ClassMetadata:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ClassMetadata":
+    def from_dict(cls, data: dict) -> ClassMetadata:
         try:
             return cls(
                 names=tuple(str(n) for n in data["names"]),
@@ -73,7 +73,9 @@ class ClassMetadata:
                 ignore_id=int(data.get("ignore_id", IGNORE_ID)),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"invalid class metadata ({exc!r}): expected keys names, colors, is_thing, label_ids") from exc
+            raise ValueError(
+                f"invalid class metadata ({exc!r}): expected keys names, colors, is_thing, label_ids"
+            ) from exc
 
 
 # Cityscapes training classes: (name, label id, color, is_thing), from the official label table.

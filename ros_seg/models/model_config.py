@@ -14,8 +14,6 @@ from typing import Any
 from ros_seg.models.strict_config import ConfigError, build_dataclass, read_yaml_with_bases
 
 
-
-
 @dataclass
 class BackboneConfig:
     name: str = "resnet50"
@@ -104,7 +102,7 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> ModelConfig:
         config = build_dataclass(cls, data, source)
         if config.meta_architecture not in META_ARCHITECTURES:
             raise ConfigError(
@@ -113,7 +111,7 @@ class ModelConfig:
         return config
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "ModelConfig":
+    def from_yaml(cls, path: str | Path) -> ModelConfig:
         """The config in `path`; `_base_: other.yaml` in it extends that file (see read_yaml_with_bases)."""
         data, source = read_yaml_with_bases(path, "model config")
         return cls.from_dict(data, source=source)

@@ -5,8 +5,8 @@ transformer decoders. `--model` also accepts the path of a config file.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from torch import nn
 

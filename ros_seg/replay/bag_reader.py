@@ -148,7 +148,7 @@ class ReplayBag:
         if self._reader.is_open:
             self._reader.close()
 
-    def __enter__(self) -> "ReplayBag":
+    def __enter__(self) -> ReplayBag:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:

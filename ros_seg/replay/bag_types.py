@@ -23,7 +23,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 from scipy import ndimage
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
 import cv2
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
@@ -230,7 +231,7 @@ class ReplayBagWriter:
         """Finish the bag (its index and metadata.yaml)."""
         self._writer.close()
 
-    def __enter__(self) -> "ReplayBagWriter":
+    def __enter__(self) -> ReplayBagWriter:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -26,6 +25,7 @@ from ros_seg.models.model_config import InferenceConfig, PanopticSegFormerConfig
 from ros_seg.models.panoptic_segformer import PanopticSegFormer
 from ros_seg.models.postprocess.label_maps import panoptic_inference, semantic_inference
 from ros_seg.models.postprocess.maskwise_merge import maskwise_merge
+
 
 @torch.no_grad()
 def evaluate(

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from ros_seg.models.strict_config import ConfigError, build_dataclass, read_yaml_with_bases
 
 SCHEDULES = ("cosine", "poly")
@@ -116,13 +115,13 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> TrainConfig:
         config = build_dataclass(cls, data, source)
         _validate(config, source)
         return config
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
         """The config in `path`; `_base_: other.yaml` in it extends that file (see read_yaml_with_bases)."""
         data, source = read_yaml_with_bases(path, "training config")
         return cls.from_dict(data, source=source)

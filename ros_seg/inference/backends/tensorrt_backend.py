@@ -59,7 +59,7 @@ class TensorRTBackend:
     @classmethod
     def from_onnx(
         cls, onnx_path: Path, device: torch.device, precision: str, input_size: tuple[int, int] | None
-    ) -> "TensorRTBackend":
+    ) -> TensorRTBackend:
         """Engine of a TensorRT-flavoured ONNX export at `input_size` (a fixed-size export brings its own)."""
         if precision not in ENGINE_PRECISIONS:
             raise ValueError(f"backend 'tensorrt' precision must be one of {', '.join(ENGINE_PRECISIONS)}")
@@ -77,7 +77,7 @@ class TensorRTBackend:
         return cls(engine_for(onnx_path, size, precision, device), info, device, precision)
 
     @classmethod
-    def from_engine(cls, engine_path: Path, device: torch.device) -> "TensorRTBackend":
+    def from_engine(cls, engine_path: Path, device: torch.device) -> TensorRTBackend:
         """An engine built by ``ros-seg export --format tensorrt``; its .onnx must lie beside it."""
         onnx_path = engine_path.with_suffix(".onnx")
         if not engine_path.is_file():

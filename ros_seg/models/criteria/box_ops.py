@@ -35,7 +35,10 @@ def mask_boxes(masks: Tensor) -> Tensor:
     scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=masks.device)
     xyxy = torch.stack((x0, y0, x1, y1), dim=-1).float() / scale
     boxes = torch.stack(
-        ((xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2, xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]),
+        (
+            (xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2,
+            xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1],
+        ),
         dim=-1,
     )
     return torch.where(present[:, None], boxes, torch.zeros_like(boxes))

@@ -29,6 +29,7 @@ from ros_seg.models.criteria.matcher import HungarianMatcher
 from ros_seg.models.criteria.point_sampling import point_sample, uncertain_points
 from ros_seg.models.criteria.process_group_mean import all_reduce_mean
 
+
 def sigmoid_bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Sum over pairs of the mean BCE over points: (M, P), (M, P) -> scalar."""
     return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(1).sum()
@@ -113,7 +114,9 @@ class SetCriterion(nn.Module):
         dice = dice_loss(point_logits, point_targets) / num_masks
         return bce, dice
 
-    def single_output_losses(self, output: dict, targets: list[dict], num_masks: torch.Tensor) -> dict[str, torch.Tensor]:
+    def single_output_losses(
+        self, output: dict, targets: list[dict], num_masks: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Weighted loss terms of one prediction {"pred_logits", "pred_masks"}."""
         matches = self.matcher(output, targets)
         bce, dice = self.mask_losses(output["pred_masks"], targets, matches, num_masks)

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from ros_seg.models.ms_deform_attn_module import MSDeformAttn
-from ros_seg.models.pixel_decoders.msdeformattn_pixel_decoder import FlatLevels
 from ros_seg.models.panoptic_segformer.focal_bias import focal_prior_bias
+from ros_seg.models.pixel_decoders.msdeformattn_pixel_decoder import FlatLevels
 
 
 def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:

@@ -30,7 +30,9 @@ class MaskDecoderLayer(nn.Module):
         self_attention: start with self-attention among the queries.
     """
 
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int, num_levels: int = 3, self_attention: bool = False) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, ffn_dim: int, num_levels: int = 3, self_attention: bool = False
+    ) -> None:
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(f"MaskDecoderLayer: dim ({dim}) must be divisible by num_heads ({num_heads})")
@@ -49,7 +51,9 @@ class MaskDecoderLayer(nn.Module):
         self.norm_ffn = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.num_heads = num_heads
 
-    def forward(self, query: Tensor, query_pos: Tensor, memory: Tensor, spatial_shapes: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, query: Tensor, query_pos: Tensor, memory: Tensor, spatial_shapes: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """query, query_pos (B, Q, C); memory (B, S, C) -> (queries (B, Q, C), mask logits (B, Q, H/8, W/8))."""
         if self.self_attn is not None:
             q = query + query_pos

@@ -92,7 +92,9 @@ class PanopticSegFormer(nn.Module):
         self.location_decoder = LocationDecoder(
             num_thing_queries, len(thing_classes), dim, levels, location_layers, num_heads, num_points, ffn_dim
         )
-        self.thing_mask_decoder = MaskDecoder(len(thing_classes), dim, thing_mask_layers, num_heads, ffn_dim, MASK_LEVELS)
+        self.thing_mask_decoder = MaskDecoder(
+            len(thing_classes), dim, thing_mask_layers, num_heads, ffn_dim, MASK_LEVELS
+        )
         self.stuff_queries = nn.Embedding(len(stuff_classes), 2 * dim)  # position | content
         self.stuff_mask_decoder = MaskDecoder(
             1, dim, stuff_mask_layers, num_heads, ffn_dim, MASK_LEVELS, self_attention=True

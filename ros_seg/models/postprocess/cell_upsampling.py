@@ -96,7 +96,7 @@ class CellGrid:
         padded_size: tuple[int, int],
         out_size: tuple[int, int],
         device: torch.device,
-    ) -> "CellGrid":
+    ) -> CellGrid:
         rows = _axis(valid_size[0], padded_size[0], low_size[0], out_size[0], device)
         cols = _axis(valid_size[1], padded_size[1], low_size[1], out_size[1], device)
         return cls(*rows, *cols, tuple(low_size), tuple(out_size))
@@ -119,7 +119,9 @@ class CellGrid:
         """The four corners of every low-res cell, (C, h, w) -> 4 x (C, h, w): the values at
         (i, j), (i1, j), (i, j1), (i1, j1), with indices clamped at the last row and column."""
         below = torch.cat([maps[..., 1:, :], maps[..., -1:, :]], dim=-2)
-        return maps, below, torch.cat([maps[..., 1:], maps[..., -1:]], -1), torch.cat([below[..., 1:], below[..., -1:]], -1)
+        right = torch.cat([maps[..., 1:], maps[..., -1:]], -1)
+        below_right = torch.cat([below[..., 1:], below[..., -1:]], -1)
+        return maps, below, right, below_right
 
     def pair_corners(self, corners: tuple[torch.Tensor, ...], channel, cell_i, cell_j) -> tuple[torch.Tensor, ...]:
         """Corner values (P,) x 4 of (channel, cell) pairs, from `low_corners` maps."""
@@ -200,7 +202,7 @@ class CellLabels:
     pixel_index: torch.Tensor  # (M,) int64
     pixel_value: torch.Tensor  # (M,)
 
-    def map(self, table: torch.Tensor) -> "CellLabels":
+    def map(self, table: torch.Tensor) -> CellLabels:
         """Labels replaced by table[label]."""
         return CellLabels(
             self.grid, table[self.cell.long()], self.decided, self.pixel_index, table[self.pixel_value.long()]
