@@ -97,7 +97,10 @@ class MSDeformAttn(nn.Module):
         if padding_mask is not None:
             value = value.masked_fill(padding_mask[..., None], 0.0)
         value = value.view(n, value.shape[1], heads, self.embed_dim // heads)  # (N, S, M, D)
-        offsets = self.sampling_offsets(query).view(n, queries, heads, levels, points, 2)
+        # Locations are at least float32, also under autocast (Deformable-DETR runs this op in float32): in bf16
+        # a location on a 256-pixel-wide level would move by up to a pixel.
+        position_dtype = torch.promote_types(value.dtype, torch.float32)
+        offsets = self.sampling_offsets(query).view(n, queries, heads, levels, points, 2).to(position_dtype)
         weights = self.attention_weights(query).view(n, queries, heads, levels * points).softmax(-1)
         weights = weights.view(n, queries, heads, levels, points)
         if reference_points.shape[-1] == 2:
@@ -114,6 +117,6 @@ class MSDeformAttn(nn.Module):
                 f"got shape {tuple(reference_points.shape)}"
             )
         output = ms_deform_attn(
-            value, spatial_shapes, level_start_index, locations.to(value.dtype), weights.to(value.dtype)
+            value, spatial_shapes, level_start_index, locations.to(position_dtype), weights.to(value.dtype)
         )  # (N, Lq, C)
         return self.output_proj(output)

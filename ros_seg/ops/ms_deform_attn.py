@@ -112,10 +112,10 @@ def _check_arguments(
             f"got shape {tuple(attention_weights.shape)}"
         )
     for name, tensor in (("sampling_locations", sampling_locations), ("attention_weights", attention_weights)):
-        if tensor.dtype != value.dtype or tensor.device != value.device:
+        if tensor.dtype not in (value.dtype, torch.float32) or tensor.device != value.device:
             raise ValueError(
-                f"ms_deform_attn: {name} must have the value's dtype and device ({value.dtype}, {value.device}), "
-                f"got ({tensor.dtype}, {tensor.device})"
+                f"ms_deform_attn: {name} must be on the value's device ({value.device}) with the value's dtype or "
+                f"float32 ({value.dtype}), got ({tensor.dtype}, {tensor.device})"
             )
     return shapes, starts
 
@@ -182,9 +182,9 @@ def ms_deform_attn_reference(
 
     bag = levels * points * 4
     output = F.embedding_bag(
-        corners.view(n * queries * heads, bag),
+        corners.reshape(n * queries * heads, bag),  # reshape: follows the strides of permuted inputs
         table.view(-1, channels),
-        per_sample_weights=corner_weights.to(value.dtype).view(n * queries * heads, bag),
+        per_sample_weights=corner_weights.to(value.dtype).reshape(n * queries * heads, bag),
         mode="sum",
     )  # (N * Lq * M, D)
     return output.view(n, queries, heads * channels)
@@ -211,7 +211,8 @@ def ms_deform_attn(
         spatial_shapes: ``(L, 2)`` integer ``(H, W)`` of each level; CPU or the value's device.
         level_start_index: ``(L,)`` integer start of each level in S; CPU or the value's device.
         sampling_locations: ``(N, Lq, M, L, P, 2)`` normalized ``(x, y)``; outside ``[0, 1]`` fades to zero.
-        attention_weights: ``(N, Lq, M, L, P)``.
+            The value's dtype or float32 (keeps fp16/bf16 values from quantizing the positions).
+        attention_weights: ``(N, Lq, M, L, P)``, the value's dtype or float32.
 
     Returns:
         ``(N, Lq, M * D)``: per query and head, the attention-weighted sum of the bilinear samples.

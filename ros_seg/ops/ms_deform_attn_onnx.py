@@ -114,7 +114,10 @@ def ms_deform_attn_export(
     sampling_locations: Tensor,
     attention_weights: Tensor,
 ) -> Tensor:
-    """The operator's form while an ONNX export traces it: the TensorRT plugin or the GridSample form."""
+    """The operator's form while an ONNX export traces it: the TensorRT plugin or the GridSample form. Locations
+    and weights take the value's dtype (the graph's ops want one; float32 locations serve the GPU kernel)."""
+    sampling_locations = sampling_locations.to(value.dtype)
+    attention_weights = attention_weights.to(value.dtype)
     if _tensorrt_export.get():
         return MultiscaleDeformableAttnPlugin.apply(
             value, spatial_shapes, level_start_index, sampling_locations, attention_weights

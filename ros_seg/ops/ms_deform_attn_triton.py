@@ -7,14 +7,19 @@ block of queries of one (image, head) and all ``D`` channels; levels and points
 are loops. All arithmetic is float32 whatever the value's dtype (fp16/bf16
 values are read and converted); the output takes the value's dtype.
 
-Backward, per sample: the value gradient is scattered with atomic adds into a
-float32 buffer (several queries may read one pixel); the attention-weight
+Backward, per sample: the value gradient is scattered with relaxed atomic adds
+into a float32 buffer (several queries may read one pixel; only the sum
+matters, so no ordering is needed); the attention-weight
 gradient is ``<grad_out, sample>``; the location gradient is the attention
 weight times ``<grad_out, d sample / d pixel>`` times the level's size. On a
 pixel boundary the derivative is the one-sided one of ``floor``, as in the
-reference.
+reference. Gradients nobody asked for (``ctx.needs_input_grad``) are not
+computed. Sampling locations may be float32 with fp16/bf16 values (the model
+keeps them float32 under autocast: bf16 would quantize a location to half a
+pixel or more on large levels).
 
-Needs Triton (it comes with CUDA builds of PyTorch). With ``TRITON_INTERPRET=1``
+The block of queries per program is autotuned per shape
+(:mod:`ros_seg.ops.triton_tuning`). Needs Triton (it comes with CUDA builds of PyTorch). With ``TRITON_INTERPRET=1``
 set before this module is imported, the same kernels run on CPU tensors in
 Triton's interpreter: how they are checked where there is no GPU.
 """
@@ -29,9 +34,6 @@ try:
 except ImportError:  # CPU machines: the pure-PyTorch reference serves
     triton = None
 
-BLOCK_QUERIES = 16
-
-
 def available() -> bool:
     """Whether Triton imports (the kernels can then run on CUDA tensors, or anywhere when interpreted)."""
     return triton is not None
@@ -39,6 +41,15 @@ def available() -> bool:
 
 if triton is not None:
     from ros_seg.ops.triton_sampling import floor_split
+    from ros_seg.ops.triton_tuning import autotuned
+
+    BLOCK_CONFIGS = [
+        triton.Config({"BLOCK_Q": 16}, num_warps=4),
+        triton.Config({"BLOCK_Q": 32}, num_warps=4),
+        triton.Config({"BLOCK_Q": 64}, num_warps=8),
+    ]
+    """Queries per program: the autotuner's candidates for both kernels."""
+    TUNING_KEY = ["queries", "tokens", "levels", "points", "channels"]
 
     @triton.jit
     def _corner(value, n, m, tokens, heads: tl.constexpr, channels, start, height, width, yi, xi, live, d, d_live):
@@ -50,6 +61,14 @@ if triton is not None:
         offset = row[:, None] + d[None, :]
         mask = inside[:, None] & d_live[None, :]
         return tl.load(value + offset, mask=mask, other=0.0).to(tl.float32), offset, mask
+
+    @triton.jit
+    def _corner_value(value, n, m, tokens, heads: tl.constexpr, channels, start, height, width, yi, xi, live, d,
+                      d_live):
+        """Only the values of :func:`_corner`."""
+        sample, _offset, _mask = _corner(value, n, m, tokens, heads, channels, start, height, width, yi, xi, live, d,
+                                         d_live)
+        return sample
 
     @triton.jit
     def _level(shapes, starts, level):
@@ -74,6 +93,7 @@ if triton is not None:
         d = tl.arange(0, BLOCK_D)
         return q, q < queries, (tl.program_id(1) // heads).to(tl.int64), tl.program_id(1) % heads, d, d < channels
 
+    @autotuned(BLOCK_CONFIGS, TUNING_KEY)
     @triton.jit
     def _forward_kernel(value, shapes, starts, locations, weights, out, queries, tokens, levels, points, channels,
                         heads: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -85,12 +105,13 @@ if triton is not None:
             for p in range(points):
                 sample = sample_base + level * points + p
                 y0, x0, fy, fx, a = _point(locations, weights, sample, live, height, width)
-                v00, _, _ = _corner(value, n, m, tokens, heads, channels, start, height, width, y0, x0, live, d, d_live)
-                v01, _, _ = _corner(value, n, m, tokens, heads, channels, start, height, width, y0, x0 + 1, live, d,
+                v00 = _corner_value(value, n, m, tokens, heads, channels, start, height, width, y0, x0, live, d,
                                     d_live)
-                v10, _, _ = _corner(value, n, m, tokens, heads, channels, start, height, width, y0 + 1, x0, live, d,
+                v01 = _corner_value(value, n, m, tokens, heads, channels, start, height, width, y0, x0 + 1, live, d,
                                     d_live)
-                v11, _, _ = _corner(value, n, m, tokens, heads, channels, start, height, width, y0 + 1, x0 + 1, live,
+                v10 = _corner_value(value, n, m, tokens, heads, channels, start, height, width, y0 + 1, x0, live, d,
+                                    d_live)
+                v11 = _corner_value(value, n, m, tokens, heads, channels, start, height, width, y0 + 1, x0 + 1, live,
                                     d, d_live)
                 w00 = (1.0 - fy) * (1.0 - fx) * a
                 w01 = (1.0 - fy) * fx * a
@@ -100,10 +121,14 @@ if triton is not None:
         out_offset = (((n * queries + q) * heads + m) * channels)[:, None] + d[None, :]
         tl.store(out + out_offset, acc.to(out.dtype.element_ty), mask=live[:, None] & d_live[None, :])
 
+    @autotuned(BLOCK_CONFIGS, TUNING_KEY, reset_to_zero=["grad_value"])
     @triton.jit
     def _backward_kernel(value, shapes, starts, locations, weights, grad_out, grad_value, grad_locations,
-                         grad_weights, queries, tokens, levels, points, channels,
-                         heads: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
+                         grad_weights, queries, tokens, levels, points, channels, heads: tl.constexpr,
+                         VALUE_GRAD: tl.constexpr, SAMPLING_GRAD: tl.constexpr, BLOCK_Q: tl.constexpr,
+                         BLOCK_D: tl.constexpr):
+        """Value gradient (atomic adds) when VALUE_GRAD; location and attention-weight gradients when
+        SAMPLING_GRAD."""
         q, live, n, m, d, d_live = _program_block(queries, channels, heads, BLOCK_Q, BLOCK_D)
         out_offset = (((n * queries + q) * heads + m) * channels)[:, None] + d[None, :]
         g = tl.load(grad_out + out_offset, mask=live[:, None] & d_live[None, :], other=0.0).to(tl.float32)
@@ -121,25 +146,29 @@ if triton is not None:
                                         d, d_live)
                 v11, o11, k11 = _corner(value, n, m, tokens, heads, channels, start, height, width, y0 + 1, x0 + 1,
                                         live, d, d_live)
-                # Value gradient: each corner receives its weight times the output gradient.
-                tl.atomic_add(grad_value + o00, ((1.0 - fy) * (1.0 - fx) * a)[:, None] * g, mask=k00)
-                tl.atomic_add(grad_value + o01, ((1.0 - fy) * fx * a)[:, None] * g, mask=k01)
-                tl.atomic_add(grad_value + o10, (fy * (1.0 - fx) * a)[:, None] * g, mask=k10)
-                tl.atomic_add(grad_value + o11, (fy * fx * a)[:, None] * g, mask=k11)
-                # The bilinear sample and its derivatives along the pixel axes, against the output gradient.
-                sample_value = ((1.0 - fy)[:, None] * ((1.0 - fx)[:, None] * v00 + fx[:, None] * v01)
-                                + fy[:, None] * ((1.0 - fx)[:, None] * v10 + fx[:, None] * v11))
-                d_px = (1.0 - fy)[:, None] * (v01 - v00) + fy[:, None] * (v11 - v10)
-                d_py = (1.0 - fx)[:, None] * (v10 - v00) + fx[:, None] * (v11 - v01)
-                tl.store(grad_weights + sample, tl.sum(g * sample_value, axis=1), mask=live)
-                tl.store(grad_locations + 2 * sample, a * width * tl.sum(g * d_px, axis=1), mask=live)
-                tl.store(grad_locations + 2 * sample + 1, a * height * tl.sum(g * d_py, axis=1), mask=live)
+                if VALUE_GRAD:
+                    # Each corner receives its weight times the output gradient.
+                    tl.atomic_add(grad_value + o00, ((1.0 - fy) * (1.0 - fx) * a)[:, None] * g, mask=k00,
+                                  sem="relaxed")
+                    tl.atomic_add(grad_value + o01, ((1.0 - fy) * fx * a)[:, None] * g, mask=k01, sem="relaxed")
+                    tl.atomic_add(grad_value + o10, (fy * (1.0 - fx) * a)[:, None] * g, mask=k10, sem="relaxed")
+                    tl.atomic_add(grad_value + o11, (fy * fx * a)[:, None] * g, mask=k11, sem="relaxed")
+                if SAMPLING_GRAD:
+                    # The bilinear sample and its derivatives along the pixel axes, against the output gradient.
+                    sample_value = ((1.0 - fy)[:, None] * ((1.0 - fx)[:, None] * v00 + fx[:, None] * v01)
+                                    + fy[:, None] * ((1.0 - fx)[:, None] * v10 + fx[:, None] * v11))
+                    d_px = (1.0 - fy)[:, None] * (v01 - v00) + fy[:, None] * (v11 - v10)
+                    d_py = (1.0 - fx)[:, None] * (v10 - v00) + fx[:, None] * (v11 - v01)
+                    tl.store(grad_weights + sample, tl.sum(g * sample_value, axis=1), mask=live)
+                    tl.store(grad_locations + 2 * sample, a * width * tl.sum(g * d_px, axis=1), mask=live)
+                    tl.store(grad_locations + 2 * sample + 1, a * height * tl.sum(g * d_py, axis=1), mask=live)
 
 
-def _launch_shape(value: Tensor, sampling_locations: Tensor) -> tuple[tuple[int, int], int]:
+def _grid(value: Tensor, sampling_locations: Tensor) -> tuple:
+    """Launch grid (query blocks, images x heads) and the channel block (channels rounded up to a power of 2)."""
     n, _, heads, channels = value.shape
     queries = sampling_locations.shape[1]
-    return (triton.cdiv(queries, BLOCK_QUERIES), n * heads), triton.next_power_of_2(channels)
+    return (lambda meta: (triton.cdiv(queries, meta["BLOCK_Q"]), n * heads)), triton.next_power_of_2(channels)
 
 
 def ms_deform_attn_forward(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
@@ -150,28 +179,39 @@ def ms_deform_attn_forward(value: Tensor, spatial_shapes: Tensor, level_start_in
     out = torch.empty(n, queries, heads * channels, dtype=value.dtype, device=value.device)
     if out.numel() == 0:
         return out
-    grid, block_d = _launch_shape(value, sampling_locations)
+    grid, block_d = _grid(value, sampling_locations)
     _forward_kernel[grid](value, spatial_shapes, level_start_index, sampling_locations, attention_weights, out,
-                          queries, tokens, levels, points, channels, heads=heads, BLOCK_Q=BLOCK_QUERIES,
-                          BLOCK_D=block_d)
+                          queries, tokens, levels, points, channels, heads=heads, BLOCK_D=block_d)
     return out
 
 
 def ms_deform_attn_backward(grad_out: Tensor, value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
-                            sampling_locations: Tensor, attention_weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients of value, sampling_locations and attention_weights (each in its own dtype)."""
+                            sampling_locations: Tensor, attention_weights: Tensor, value_grad: bool = True,
+                            sampling_grad: bool = True) -> tuple:
+    """Gradients of value, sampling_locations and attention_weights (each in its own dtype); the value's only
+    when ``value_grad``, the other two only when ``sampling_grad`` (None otherwise)."""
     n, tokens, heads, channels = value.shape
     _, queries, _, levels, points, _ = sampling_locations.shape
-    grad_value = torch.zeros(value.shape, dtype=torch.float32, device=value.device)
-    grad_locations = torch.zeros(sampling_locations.shape, dtype=torch.float32, device=value.device)
-    grad_weights = torch.zeros(attention_weights.shape, dtype=torch.float32, device=value.device)
-    if grad_out.numel() > 0:
-        grid, block_d = _launch_shape(value, sampling_locations)
+    device = value.device
+    grad_value = torch.zeros(value.shape, dtype=torch.float32, device=device) if value_grad else None
+    grad_locations = grad_weights = None
+    if sampling_grad:
+        grad_locations = torch.zeros(sampling_locations.shape, dtype=torch.float32, device=device)
+        grad_weights = torch.zeros(attention_weights.shape, dtype=torch.float32, device=device)
+    if grad_out.numel() > 0 and (value_grad or sampling_grad):
+        spare = torch.empty(1, dtype=torch.float32, device=device)  # for buffers a variant never touches
+        grid, block_d = _grid(value, sampling_locations)
         _backward_kernel[grid](value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-                               grad_out.contiguous(), grad_value, grad_locations, grad_weights, queries, tokens,
-                               levels, points, channels, heads=heads, BLOCK_Q=BLOCK_QUERIES, BLOCK_D=block_d)
-    return (grad_value.to(value.dtype), grad_locations.to(sampling_locations.dtype),
-            grad_weights.to(attention_weights.dtype))
+                               grad_out.contiguous(), spare if grad_value is None else grad_value,
+                               spare if grad_locations is None else grad_locations,
+                               spare if grad_weights is None else grad_weights, queries, tokens, levels, points,
+                               channels, heads=heads, VALUE_GRAD=value_grad, SAMPLING_GRAD=sampling_grad,
+                               BLOCK_D=block_d)
+    return (
+        None if grad_value is None else grad_value.to(value.dtype),
+        None if grad_locations is None else grad_locations.to(sampling_locations.dtype),
+        None if grad_weights is None else grad_weights.to(attention_weights.dtype),
+    )
 
 
 class _MSDeformAttnFunction(torch.autograd.Function):
@@ -184,16 +224,19 @@ class _MSDeformAttnFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):  # noqa: ANN001
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
+        needs_value, _, _, needs_locations, needs_weights = ctx.needs_input_grad
         grad_value, grad_locations, grad_weights = ms_deform_attn_backward(
-            grad_out, value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+            grad_out, value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+            value_grad=needs_value, sampling_grad=needs_locations or needs_weights,
         )
-        return grad_value, None, None, grad_locations, grad_weights
+        return (grad_value, None, None, grad_locations if needs_locations else None,
+                grad_weights if needs_weights else None)
 
 
 def ms_deform_attn_triton(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
                           sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
     """The kernel for :func:`ros_seg.ops.register_ms_deform_attn_kernel`: differentiable in value,
-    sampling_locations and attention_weights."""
+    sampling_locations and attention_weights (``.contiguous()`` copies only tensors that are not)."""
     return _MSDeformAttnFunction.apply(
         value.contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(),
         sampling_locations.contiguous(), attention_weights.contiguous(),
