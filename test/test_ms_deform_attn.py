@@ -191,9 +191,61 @@ def test_bad_argument_raises_value_error_naming_it(argument: str) -> None:
 
 def test_mismatched_dtype_raises_value_error() -> None:
     case = _random_case(torch.Generator().manual_seed(7))
-    case["attention_weights"] = case["attention_weights"].float()
-    with pytest.raises(ValueError, match="attention_weights must have the value's dtype"):
+    case["attention_weights"] = case["attention_weights"].half()
+    with pytest.raises(ValueError, match="attention_weights must be on the value's device .* the value's dtype or "
+                       "float32"):
         _call(ms_deform_attn, case)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_float32_locations_with_low_precision_values(dtype: torch.dtype) -> None:
+    """What the layer passes under autocast: positions in float32, values and weights in fp16/bf16; the
+    location gradient stays float32."""
+    case = _random_case(torch.Generator().manual_seed(14), dtype=torch.float32)
+    expected = _call(ms_deform_attn, case)
+    low = dict(case, value=case["value"].to(dtype), attention_weights=case["attention_weights"].to(dtype))
+    low["sampling_locations"] = low["sampling_locations"].clone().requires_grad_()
+    output = _call(ms_deform_attn, low)
+    assert output.dtype == dtype
+    torch.testing.assert_close(output.float(), expected, rtol=0.05, atol=0.05)
+    output.float().sum().backward()
+    assert low["sampling_locations"].grad.dtype == torch.float32
+
+
+def test_reference_takes_permuted_sampling_locations() -> None:
+    """A permuted (non-contiguous) locations tensor gives the same result as its contiguous copy."""
+    case = _random_case(torch.Generator().manual_seed(15), n=2, queries=4, heads=3)
+    locations = case["sampling_locations"]
+    permuted = locations.permute(1, 0, 2, 3, 4, 5).contiguous().permute(1, 0, 2, 3, 4, 5)
+    assert not permuted.is_contiguous() and torch.equal(permuted, locations)
+    weights = case["attention_weights"].transpose(0, 1).contiguous().transpose(0, 1)
+    torch.testing.assert_close(_call(ms_deform_attn_reference, dict(case, sampling_locations=permuted,
+                                                                    attention_weights=weights)),
+                               _call(ms_deform_attn_reference, case))
+
+
+def test_layer_keeps_locations_float32_under_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under bf16 autocast the layer hands the op bf16 values but float32 locations (bf16 would move a
+    location on a 256-pixel level by up to a pixel)."""
+    import ros_seg.models.ms_deform_attn_module as module
+
+    seen = []
+
+    def recording(value: Tensor, *args: Tensor) -> Tensor:
+        seen.append((value.dtype, args[2].dtype))
+        return ms_deform_attn(value, *args)
+
+    monkeypatch.setattr(module, "ms_deform_attn", recording)
+    shapes = [(16, 256), (8, 128)]
+    spatial_shapes, level_start_index = _level_tensors(shapes)
+    layer = MSDeformAttn(embed_dim=16, num_levels=2, num_heads=2, num_points=2)
+    tokens = torch.randn(1, sum(h * w for h, w in shapes), 16)
+    query = torch.randn(1, 5, 16)
+    reference_points = torch.rand(1, 5, 2, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = layer(query, reference_points, tokens, spatial_shapes, level_start_index)
+    assert seen == [(torch.bfloat16, torch.float32)]
+    assert output.shape == (1, 5, 16)
 
 
 @pytest.fixture
