@@ -29,8 +29,6 @@ pytest.importorskip("triton", reason="Triton is not installed (requirements/core
 _INTERPRETED = not torch.cuda.is_available()
 assert not _INTERPRETED or os.environ.get("TRITON_INTERPRET") == "1", "conftest.py sets TRITON_INTERPRET=1"
 
-from ros_seg.ops import deform_conv_triton as deform_kernels  # noqa: E402 - after the skip
-from ros_seg.ops import ms_deform_attn_triton as attention_kernels  # noqa: E402
 from ros_seg.ops import (  # noqa: E402
     GPU_KERNELS,
     deform_conv2d,
@@ -38,6 +36,8 @@ from ros_seg.ops import (  # noqa: E402
     ms_deform_attn,
     ms_deform_attn_reference,
 )
+from ros_seg.ops import deform_conv_triton as deform_kernels  # noqa: E402 - after the skip
+from ros_seg.ops import ms_deform_attn_triton as attention_kernels  # noqa: E402
 from ros_seg.ops.deform_conv_triton import deform_conv2d_triton  # noqa: E402
 from ros_seg.ops.ms_deform_attn_triton import ms_deform_attn_triton  # noqa: E402
 
@@ -98,8 +98,10 @@ def _check_deform(case: dict[str, Tensor | None], stride=1, padding=1, dilation=
     output = _run_deform(ours, stride, padding, dilation)
     expected = _reference_deform(ref, stride, padding, dilation)
     torch.testing.assert_close(output, expected, rtol=tolerance, atol=tolerance)
-    _assert_gradients_close(_gradients(output, leaves, DEFORM_FLOATING, 2), _gradients(expected, ref, DEFORM_FLOATING, 2),
-                            rtol=10 * tolerance, atol=10 * tolerance)
+    _assert_gradients_close(
+        _gradients(output, leaves, DEFORM_FLOATING, 2), _gradients(expected, ref, DEFORM_FLOATING, 2),
+        rtol=10 * tolerance, atol=10 * tolerance,
+    )
 
 
 def _pem_case(seed: int, n: int, channels: int, size: tuple[int, int]) -> dict[str, Tensor]:
