@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ros_seg.models.size_divisibility import padded_size
+
 
 class MaskFormer(nn.Module):
     """Universal segmentation model in the MaskFormer family (PEM, Mask2Former).
@@ -44,9 +46,8 @@ class MaskFormer(nn.Module):
     def normalize_and_pad(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) 0..255 -> normalized (B, 3, H', W') with H', W' multiples of size_divisibility."""
         x = (images.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
-        d = self.size_divisibility
-        pad_h = (d - x.shape[-2] % d) % d
-        pad_w = (d - x.shape[-1] % d) % d
+        height, width = padded_size(x.shape[-2:], self.size_divisibility)
+        pad_h, pad_w = height - x.shape[-2], width - x.shape[-1]
         return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
 
     def forward(self, images: torch.Tensor, all_predictions: bool | None = None) -> dict:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ros_seg.data.transforms import TrainAugmentation
+from ros_seg.models.size_divisibility import padded_size
 
 
 class TrainSamples(torch.utils.data.Dataset):
@@ -69,10 +70,8 @@ class PaddedBatchCollator:
         self.pixel_mean = torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1)
 
     def __call__(self, samples: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-        d = self.size_divisibility
-        height = max(s["image"].shape[1] for s in samples)
-        width = max(s["image"].shape[2] for s in samples)
-        height, width = -(-height // d) * d, -(-width // d) * d
+        largest = (max(s["image"].shape[1] for s in samples), max(s["image"].shape[2] for s in samples))
+        height, width = padded_size(largest, self.size_divisibility)
         images = self.pixel_mean.expand(3, height, width).repeat(len(samples), 1, 1, 1)  # (B, 3, H, W)
         targets = []
         for b, sample in enumerate(samples):

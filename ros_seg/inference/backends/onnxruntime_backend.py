@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ros_seg.inference.onnx_export import INPUT_NAME, OUTPUT_NAMES, OnnxModelError, OnnxModelInfo, read_onnx_info
+from ros_seg.models.size_divisibility import padded_size
 
 INSTALL_HINT = "install it with `pip install onnxruntime` (CPU) or `pip install onnxruntime-gpu` (CUDA)"
 
@@ -92,8 +93,7 @@ class OnnxRuntimeBackend:
     def _run_cuda(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and outputs stay in torch CUDA memory; the outputs are allocated here at their known shapes."""
         config = self.info.config
-        divisibility = config.input.size_divisibility
-        padded = [-(-s // divisibility) * divisibility for s in image.shape[2:]]
+        padded = padded_size(image.shape[2:], config.input.size_divisibility)
         queries = config.transformer_decoder.num_queries
         class_logits = torch.empty(1, queries, self.info.metadata.num_classes + 1, device=self.device)
         mask_logits = torch.empty(1, queries, padded[0] // 4, padded[1] // 4, device=self.device)
