@@ -227,7 +227,7 @@ TINY_CONFIG = {
     "panoptic_segformer": {"hidden_dim": 32, "num_heads": 4, "num_points": 2, "num_thing_queries": 6,
                            "encoder_layers": 1, "location_layers": 2, "thing_mask_layers": 1,
                            "stuff_mask_layers": 1, "ffn_dim": 64},
-    "inference": {"object_mask_threshold": 0.0, "overlap_threshold": 0.5},
+    "inference": {"score_threshold": 0.0, "overlap_threshold": 0.5},
 }
 
 
@@ -251,7 +251,7 @@ def test_training_smoke_through_the_trainer(tmp_path: Path) -> None:
 
 
 def test_segmenter_end_to_end_consistent() -> None:
-    segmenter = Segmenter("panoptic_segformer_r50", device="cpu", object_mask_threshold=0.0, overlap_threshold=0.5)
+    segmenter = Segmenter("panoptic_segformer_r50", device="cpu", score_threshold=0.0, overlap_threshold=0.5)
     image = (np.random.default_rng(0).random((70, 100, 3)) * 255).astype(np.uint8)
     result = segmenter.segment(image, "rgb8")
     assert result.semantic.shape == (70, 100) and result.panoptic.shape == (70, 100)

@@ -8,12 +8,13 @@ import torch.nn.functional as F
 
 from ros_seg.inference.image_input import ImageError, image_to_tensor
 from ros_seg.inference.segmenter import Segmenter, resolve_device
+from ros_seg.models.meta_architecture import PostprocessOptions
 
 
 @pytest.fixture(scope="module")
 def segmenter() -> Segmenter:
     # Random weights; a low threshold so segments exist and their bookkeeping is exercised.
-    return Segmenter("pem_stdc1", device="cpu", object_mask_threshold=0.0, overlap_threshold=0.0)
+    return Segmenter("pem_stdc1", device="cpu", score_threshold=0.0, overlap_threshold=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,15 @@ def test_result_is_consistent(segmenter: Segmenter, image: np.ndarray) -> None:
         assert s.class_name == segmenter.metadata.names[s.class_id]
         assert s.is_thing == segmenter.metadata.is_thing[s.class_id]
     assert set(r.timings) == {"preprocess", "infer", "postprocess"}
+
+
+def test_options_choose_the_thresholds_per_image(segmenter: Segmenter, image: np.ndarray) -> None:
+    """Thresholds given to segment() apply to that image only; the Segmenter keeps its defaults."""
+    assert segmenter.default_options == PostprocessOptions(0.0, 0.0)
+    assert segmenter.segment(image, "rgb8", PostprocessOptions(1.0, 0.0)).segments == []  # no score exceeds 1
+    given = segmenter.segment(image, "rgb8", PostprocessOptions(0.0, 0.0))
+    assert segmenter.segment(image, "rgb8").segments == given.segments
+    assert segmenter.default_options == PostprocessOptions(0.0, 0.0)
 
 
 def test_encodings_agree(segmenter: Segmenter, image: np.ndarray) -> None:

@@ -9,7 +9,8 @@ import torch
 from ros_seg.bench.timing import time_interleaved
 from ros_seg.eval.machine_info import machine_info
 from ros_seg.models.backbones import build_backbone
-from ros_seg.models.registry import PIXEL_DECODERS, load_model_config
+from ros_seg.models.mask_former_family import PIXEL_DECODERS
+from ros_seg.models.registry import load_model_config
 
 DEFAULT_MODELS = ("m2f_r50", "proscale_r50_111", "proscale_r50_222", "proscale_r50_333")
 

@@ -1,4 +1,7 @@
-"""`ros-seg eval`: accuracy of a trained model on a Cityscapes-layout split (mIoU, PQ / SQ / RQ)."""
+"""`ros-seg eval`: accuracy of a trained model on a Cityscapes-layout split (mIoU, PQ / SQ / RQ).
+
+Images go through the Segmenter, as in the node and in replay, so the scores are those of what the node
+publishes."""
 from __future__ import annotations
 
 import argparse
@@ -6,12 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
 from ros_seg.cli.arguments import add_json_argument, image_size, write_json
 from ros_seg.data.cityscapes import TASKS, CityscapesDataset
-from ros_seg.models.load import load_model
-from ros_seg.train.evaluation import evaluate
+from ros_seg.eval.split_scoring import Prediction, score_split
+from ros_seg.inference.segmenter import Segmenter
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,9 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Cityscapes with createPanopticImgs output, or `ros-seg synth`) and score it: mIoU and per-class IoU "
         "(cityscapesScripts' pixel-level rules) and, for the panoptic task, PQ, SQ, RQ, PQ of things and of "
         "stuff (COCO panoptic rules), all in percent, with the share of thing segments found by their area "
-        "in pixels. Predictions are scored at the ground truth's resolution; "
-        "--size only changes the resolution the model sees. Writes a JSON object (--json) and a Markdown "
-        "report (--markdown, or next to the JSON file as .md; printed when no JSON goes to stdout).",
+        "in pixels. Images go through the Segmenter (as in the node and in replay); predictions are scored at "
+        "the ground truth's resolution; --size only changes the resolution the model sees. Writes a JSON "
+        "object (--json) and a Markdown report (--markdown, or next to the JSON file as .md; printed when no "
+        "JSON goes to stdout).",
     )
     p.add_argument("--model", required=True, help="model name (e.g. pem_stdc1) or config file; must match the weights")
     p.add_argument("--weights", required=True, metavar="CKPT",
@@ -85,15 +89,16 @@ def markdown_report(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was requested but no CUDA GPU is available")
-    loaded = load_model(args.model, args.weights)
-    dataset = CityscapesDataset(args.data, args.split, args.task, metadata=loaded.metadata)
-    scores = evaluate(loaded.model.to(device), dataset, loaded.metadata, loaded.config.inference, device,
-                      size=args.size, progress=sys.stderr.isatty())
+    segmenter = Segmenter(args.model, args.weights, device=args.device or "auto", input_size=args.size)
+    dataset = CityscapesDataset(args.data, args.split, args.task, metadata=segmenter.metadata)
+
+    def predict(image: np.ndarray) -> Prediction:
+        result = segmenter.segment(image, "rgb8")
+        return Prediction(result.semantic, result.panoptic, {s.id: s.class_id for s in result.segments})
+
+    scores = score_split(dataset, segmenter.metadata, predict, progress=sys.stderr.isatty())
     report = {
-        "model": loaded.config.name,
+        "model": segmenter.model_name,
         "weights": str(args.weights),
         "data": str(args.data),
         "split": args.split,

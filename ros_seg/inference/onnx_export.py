@@ -41,6 +41,7 @@ from torch import nn
 
 from ros_seg.inference.model_cache import cache_dir, file_digest, text_digest
 from ros_seg.models.class_metadata import ClassMetadata
+from ros_seg.models.families import model_family
 from ros_seg.models.load import LoadedModel, load_model
 from ros_seg.models.model_config import ModelConfig
 from ros_seg.ops.deform_conv_onnx import OPSET
@@ -55,8 +56,6 @@ MAX_IR_VERSION = 13
 """Highest ONNX IR version ONNX Runtime 1.31 loads (onnx 1.23 writes 14 by default)."""
 DYNAMIC_TRACE_SIZE = (256, 512)
 """Size a dynamic export is traced at when no size is given."""
-DYNAMIC_PIXEL_DECODERS = ("pem",)
-"""Pixel decoders of MaskFormer models whose traced graph holds for every input size."""
 _KEY = "ros_seg."
 
 
@@ -134,10 +133,7 @@ def export_onnx(
     if len(input_size) != 2 or min(input_size) < 1:
         raise ValueError(f"input size must be (height, width) >= 1, got {input_size}")
     config = loaded.config
-    traces_for_any_size = (
-        config.meta_architecture == "mask_former" and config.pixel_decoder.name in DYNAMIC_PIXEL_DECODERS
-    )
-    if dynamic and not traces_for_any_size:
+    if dynamic and not model_family(config, loaded.metadata).exports_any_input_size:
         raise ValueError(
             f"{config.name} cannot be exported with a dynamic input size (its deformable attention fixes the "
             "feature-level shapes when traced): export it at a fixed size (`ros-seg export --size HxW` without "

@@ -14,9 +14,10 @@ engines take one input size: the Segmenter then resizes every image to it
 output_resolution "input" the label maps are resized back to the image size.
 
 Pre-processing (channel order, optional resize to a network size) and
-post-processing (semantic argmax, panoptic merge, resize to the input size,
-segment statistics) run on the model's device; results come back in one copy
-per map.
+post-processing (the model family's semantic and panoptic merge with its resize
+to the input size, segment statistics) run on the model's device; results come
+back in one copy per map. The merge thresholds default to the model config's
+and may be chosen per image (`segment(..., options=PostprocessOptions(...))`).
 """
 from __future__ import annotations
 
@@ -30,8 +31,10 @@ from ros_seg.inference.backends.torch_backend import PRECISIONS
 from ros_seg.inference.image_input import check_image, image_to_tensor
 from ros_seg.inference.result import Segment, SegmentationResult
 from ros_seg.models.class_metadata import ClassMetadata
-from ros_seg.models.postprocess.label_maps import panoptic_inference, prepare, segment_statistics, semantic_inference
-from ros_seg.models.postprocess.maskwise_merge import maskwise_merge
+from ros_seg.models.families import model_family
+from ros_seg.models.meta_architecture import PostprocessOptions
+from ros_seg.models.postprocess.label_maps import PanopticOutput, segment_statistics
+from ros_seg.models.size_divisibility import padded_size
 
 __all__ = ["BACKENDS", "OUTPUT_RESOLUTIONS", "Segmenter", "resolve_device"]
 
@@ -67,7 +70,7 @@ class Segmenter:
         input_size: (H, W) the image is resized to before the network; None keeps its size, or
             takes the size a fixed-size export requires.
         output_resolution: "input" (label maps at the image's size) or "network".
-        object_mask_threshold: panoptic query score threshold (default from the model config).
+        score_threshold: panoptic score threshold (default from the model config).
         overlap_threshold: panoptic overlap threshold (default from the model config).
         channels_last: NHWC convolutions (torch backend).
         compile_mode: torch backend: "none" (eager) or a torch.compile mode ("default",
@@ -83,7 +86,7 @@ class Segmenter:
         backend: str = "torch",
         input_size: tuple[int, int] | None = None,
         output_resolution: str = "input",
-        object_mask_threshold: float | None = None,
+        score_threshold: float | None = None,
         overlap_threshold: float | None = None,
         channels_last: bool = False,
         compile_mode: str = "none",
@@ -109,14 +112,13 @@ class Segmenter:
             )
         self.input_size = opened.input_size or size
         self.output_resolution = output_resolution
-        self.object_mask_threshold = (
-            self.config.inference.object_mask_threshold if object_mask_threshold is None else object_mask_threshold
+        self.family = model_family(self.config, self.metadata)
+        defaults = self.family.default_options()
+        self.default_options = PostprocessOptions(
+            defaults.score_threshold if score_threshold is None else score_threshold,
+            defaults.overlap_threshold if overlap_threshold is None else overlap_threshold,
         )
-        self.overlap_threshold = (
-            self.config.inference.overlap_threshold if overlap_threshold is None else overlap_threshold
-        )
-        self.size_divisibility = self.config.input.size_divisibility
-        prepare(self.device)
+        self.family.prepare(self.device)
 
     @property
     def model_name(self) -> str:
@@ -127,22 +129,27 @@ class Segmenter:
             torch.cuda.synchronize(self.device)
 
     @torch.inference_mode()
-    def segment(self, image: np.ndarray, encoding: str = "rgb8") -> SegmentationResult:
-        """Segment one (H, W, C) uint8 image given in `encoding` (rgb8, bgr8, rgba8, bgra8, mono8)."""
+    def segment(
+        self, image: np.ndarray, encoding: str = "rgb8", options: PostprocessOptions | None = None
+    ) -> SegmentationResult:
+        """Segment one (H, W, C) uint8 image given in `encoding` (rgb8, bgr8, rgba8, bgra8, mono8), merging
+        with `options` (default: `default_options`)."""
         image = check_image(image, encoding)
         t0 = time.perf_counter()
         x = image_to_tensor(image, encoding, self.device, self.input_size)  # (1, 3, H', W')
         in_size = (image.shape[0], image.shape[1])
         net_size = (x.shape[2], x.shape[3])
-        d = self.size_divisibility
-        padded = (-(-net_size[0] // d) * d, -(-net_size[1] // d) * d)
+        padded = padded_size(net_size, self.config.input.size_divisibility)
         self._sync()
         t1 = time.perf_counter()
         class_logits, mask_logits = self.backend.infer(x)
         self._sync()
         t2 = time.perf_counter()
         out_size = in_size if self.output_resolution == "input" else net_size
-        result = self._postprocess(class_logits[0], mask_logits[0], net_size, padded, out_size)
+        semantic, pan = self.family.postprocess(
+            class_logits[0], mask_logits[0], net_size, padded, out_size, options or self.default_options
+        )
+        result = self._to_host(semantic, pan)
         t3 = time.perf_counter()
         result.timings = {
             "preprocess": (t1 - t0) * 1e3,
@@ -151,32 +158,9 @@ class Segmenter:
         }
         return result
 
-    def _postprocess(
-        self,
-        class_logits: torch.Tensor,
-        mask_logits: torch.Tensor,
-        net_size: tuple[int, int],
-        padded: tuple[int, int],
-        out_size: tuple[int, int],
-    ) -> SegmentationResult:
+    def _to_host(self, semantic: torch.Tensor, pan: PanopticOutput) -> SegmentationResult:
+        """Label maps and segments from the device, with each segment's statistics."""
         meta = self.metadata
-        if self.config.meta_architecture == "panoptic_segformer":
-            semantic, pan = maskwise_merge(
-                class_logits, mask_logits, meta, net_size, padded, out_size, self.object_mask_threshold,
-                self.overlap_threshold, self.config.panoptic_segformer.mask_threshold,
-            )
-        else:
-            semantic = semantic_inference(class_logits, mask_logits, net_size, padded, out_size)
-            pan = panoptic_inference(
-                class_logits,
-                mask_logits,
-                meta,
-                net_size,
-                padded,
-                out_size,
-                self.object_mask_threshold,
-                self.overlap_threshold,
-            )
         stats = pan.statistics if pan.statistics is not None else segment_statistics(pan.panoptic, len(pan.classes))
         sem_dtype = torch.uint8 if meta.num_classes <= 255 else torch.int32
         semantic_np = semantic.to(sem_dtype).cpu().numpy()

@@ -56,15 +56,21 @@ class InputConfig:
 
 @dataclass
 class InferenceConfig:
-    object_mask_threshold: float = 0.8
+    """Default thresholds of the panoptic merge (ros_seg.models.meta_architecture.PostprocessOptions)."""
+
+    score_threshold: float = 0.8
     overlap_threshold: float = 0.8
+
+
+# Keys that configs and checkpoints written before a rename still use: {section: {old name: new name}}.
+RENAMED_KEYS = {"inference": {"object_mask_threshold": "score_threshold"}}
 
 
 @dataclass
 class PanopticSegFormerConfig:
     """Panoptic SegFormer (meta_architecture "panoptic_segformer"); widths, depths and the mask threshold.
 
-    The mask-wise merging thresholds are inference.object_mask_threshold (confidence
+    The mask-wise merging thresholds are inference.score_threshold (confidence
     below which a segment is dropped) and inference.overlap_threshold (share of its
     mask a segment must still paint).
     """
@@ -103,7 +109,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> ModelConfig:
-        config = build_dataclass(cls, data, source)
+        config = build_dataclass(cls, _with_current_keys(data, source), source)
         if config.meta_architecture not in META_ARCHITECTURES:
             raise ConfigError(
                 f"'meta_architecture' in {source} must be one of {META_ARCHITECTURES}, got {config.meta_architecture!r}"
@@ -115,3 +121,23 @@ class ModelConfig:
         """The config in `path`; `_base_: other.yaml` in it extends that file (see read_yaml_with_bases)."""
         data, source = read_yaml_with_bases(path, "model config")
         return cls.from_dict(data, source=source)
+
+
+def _with_current_keys(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """`data` with the old names of RENAMED_KEYS replaced by the current ones (a copy where any is found)."""
+    data = dict(data)
+    for section, renames in RENAMED_KEYS.items():
+        values = data.get(section)
+        if not isinstance(values, dict):
+            continue
+        values = dict(values)
+        for old, new in renames.items():
+            if old not in values:
+                continue
+            if new in values:
+                raise ConfigError(
+                    f"{section} in {source} gives both {old!r} and its new name {new!r}: keep only {new!r}"
+                )
+            values[new] = values.pop(old)
+        data[section] = values
+    return data

@@ -36,6 +36,7 @@ from ros_seg.inference.image_input import ENCODINGS, ImageError
 from ros_seg.inference.result import SegmentationResult
 from ros_seg.inference.segmenter import Segmenter, resolve_device
 from ros_seg.inference.visualize import panoptic_overlay, prepare_overlay
+from ros_seg.models.meta_architecture import PostprocessOptions
 from ros_seg.msg import SegmentArray, SegmentationInfo
 from ros_seg.ros.diagnostics import FrameStatistics
 from ros_seg.ros.image_conversion import array_to_image, compressed_to_array, image_to_array, rgb_array
@@ -166,7 +167,6 @@ class SegmentationNode(Node):
         prepare_overlay(self.segmenter.metadata)
         if self.segmenter.weights is None:
             self.get_logger().warning(f"model {self.segmenter.model_name} has random weights: outputs are meaningless")
-        self._default_thresholds = (self.segmenter.object_mask_threshold, self.segmenter.overlap_threshold)
         self.statistics = FrameStatistics(
             status_name=f"ros_seg: segmentation_node ({self.get_fully_qualified_name()})",
             hardware_id=str(self.segmenter.device),
@@ -248,15 +248,13 @@ class SegmentationNode(Node):
         msg = frame.msg
         image, encoding = compressed_to_array(msg) if isinstance(msg, CompressedImage) else image_to_array(msg)
         runtime = self.runtime
-        segmenter = self.segmenter
-        segmenter.object_mask_threshold = (
-            runtime.score_threshold if runtime.score_threshold >= 0 else self._default_thresholds[0]
-        )
-        segmenter.overlap_threshold = (
-            runtime.overlap_threshold if runtime.overlap_threshold >= 0 else self._default_thresholds[1]
+        defaults = self.segmenter.default_options
+        options = PostprocessOptions(  # a negative parameter stands for the model's own threshold
+            runtime.score_threshold if runtime.score_threshold >= 0 else defaults.score_threshold,
+            runtime.overlap_threshold if runtime.overlap_threshold >= 0 else defaults.overlap_threshold,
         )
         t1 = time.perf_counter()
-        result = segmenter.segment(image, encoding)
+        result = self.segmenter.segment(image, encoding, options)
         t2 = time.perf_counter()
         header = msg.header
         height, width = result.panoptic.shape

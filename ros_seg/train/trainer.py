@@ -41,12 +41,9 @@ from ros_seg.data.cityscapes import CityscapesDataset
 from ros_seg.data.transforms import TrainAugmentation
 from ros_seg.models.backbones.imagenet_weights import load_imagenet_weights
 from ros_seg.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
-from ros_seg.models.criteria.criterion import SetCriterion
-from ros_seg.models.criteria.matcher import HungarianMatcher
-from ros_seg.models.criteria.panoptic_segformer_criterion import PanopticSegFormerCriterion
-from ros_seg.models.criteria.panoptic_segformer_matcher import ThingMatcher
 from ros_seg.models.criteria.process_group_mean import all_reduce_mean
-from ros_seg.models.registry import build_model, load_model_config
+from ros_seg.models.families import model_family
+from ros_seg.models.registry import load_model_config
 from ros_seg.train.batching import PaddedBatchCollator, TrainSamples
 from ros_seg.train.distributed import (
     DistributedContext,
@@ -135,7 +132,8 @@ class Trainer:
 
         self.model_config = load_model_config(config.model)
         torch.manual_seed(config.seed)  # the same initial weights in every process
-        self.model, self.metadata = build_model(self.model_config)
+        self.family = model_family(self.model_config)
+        self.model, self.metadata = self.family.build(), self.family.metadata
         if not resume:  # a resume loads its own weights below
             if config.init_weights:  # the whole model, backbone included: ImageNet weights would be overwritten
                 self._load_init_weights(config.init_weights)
@@ -147,23 +145,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, solver)
         self.amp_enabled, self.amp_dtype = autocast_precision(self.context.device, solver.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_enabled and self.amp_dtype == torch.float16)
-        loss = config.loss
-        if self.model_config.meta_architecture == "panoptic_segformer":
-            # Panoptic SegFormer's own losses, at the authors' weights (loss section not used).
-            self.criterion = PanopticSegFormerCriterion(self.metadata.is_thing, ThingMatcher())
-        else:
-            self.criterion = SetCriterion(
-                self.metadata.num_classes,
-                HungarianMatcher(loss.class_weight, loss.mask_weight, loss.dice_weight, loss.num_points),
-                class_weight=loss.class_weight,
-                mask_weight=loss.mask_weight,
-                dice_weight=loss.dice_weight,
-                no_object_weight=loss.no_object_weight,
-                num_points=loss.num_points,
-                oversample_ratio=loss.oversample_ratio,
-                importance_sample_ratio=loss.importance_sample_ratio,
-            )
-        self.criterion.to(self.context.device)
+        self.criterion = self.family.criterion(config.loss).to(self.context.device)
 
         data = config.data
         self.train_set = CityscapesDataset(data.root, data.train_split, data.task, metadata=self.metadata)
@@ -335,9 +317,7 @@ class Trainer:
         report = None
         if self.val_set is not None:
             size = tuple(self.config.data.eval_size) if self.config.data.eval_size else None
-            report = evaluate(self.model, self.val_set, self.metadata, self.model_config.inference,
-                              self.context.device, size=size, progress=True,
-                              mask_threshold=self.model_config.panoptic_segformer.mask_threshold)
+            report = evaluate(self.model, self.val_set, self.family, self.context.device, size=size, progress=True)
             self.model.train()
         barrier()
         return report

@@ -165,13 +165,13 @@ def panoptic_inference(
     valid_size: tuple[int, int],
     padded_size: tuple[int, int],
     out_size: tuple[int, int],
-    object_mask_threshold: float = 0.8,
+    score_threshold: float = 0.8,
     overlap_threshold: float = 0.8,
 ) -> PanopticOutput:
     """MaskFormer panoptic merging.
 
     Keep queries whose best class is not "no object" and whose score exceeds
-    `object_mask_threshold`; each pixel goes to the kept query with the highest
+    `score_threshold`; each pixel goes to the kept query with the highest
     score x sigmoid(mask); a query's segment is the pixels it wins where its own
     sigmoid >= 0.5, dropped when that is less than `overlap_threshold` of its
     whole mask (sigmoid >= 0.5); segments of one stuff class merge into one.
@@ -180,7 +180,7 @@ def panoptic_inference(
     device = mask_logits.device
     num_classes = class_logits.shape[-1] - 1
     scores, labels = class_logits.float().softmax(-1).max(-1)  # (Q,), (Q,)
-    keep = (labels != num_classes) & (scores > object_mask_threshold)
+    keep = (labels != num_classes) & (scores > score_threshold)
     if not bool(keep.any()):
         return _empty_panoptic(out_size, device)
     scores, labels = scores[keep], labels[keep]
