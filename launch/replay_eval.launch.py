@@ -38,7 +38,8 @@ def generate_launch_description() -> LaunchDescription:
     arguments = [
         DeclareLaunchArgument("bag", description="Bag to replay (e.g. from `ros-seg make-bag`)"),
         DeclareLaunchArgument("model", default_value="pem_stdc1", description="Model name or config file"),
-        DeclareLaunchArgument("weights", default_value="", description="ros_seg checkpoint; empty: random weights"),
+        DeclareLaunchArgument("weights", default_value="",
+                              description="weights file (ros_seg checkpoint, .onnx, .engine); empty: random weights"),
         DeclareLaunchArgument("backend", default_value="torch", description="torch, onnxruntime or tensorrt"),
         DeclareLaunchArgument("device", default_value="auto", description="auto, cpu, cuda or cuda:N"),
         DeclareLaunchArgument("image", default_value="/camera/image_raw", description="Image topic of the bag"),

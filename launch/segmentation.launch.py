@@ -23,7 +23,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("model", default_value="pem_stdc1",
                               description="Model name (pem_stdc1, pem_stdc2, pem_r50, ...) or model config file"),
         DeclareLaunchArgument("weights", default_value="",
-                              description="ros_seg checkpoint file; empty runs random weights (tests only)"),
+                              description="weights file: ros_seg checkpoint, or its .onnx / .engine export for "
+                              "the onnxruntime / tensorrt backend; empty runs random weights (tests only)"),
         DeclareLaunchArgument("backend", default_value="torch",
                               description="Inference backend: torch, onnxruntime or tensorrt"),
         DeclareLaunchArgument("device", default_value="auto", description="auto, cpu, cuda or cuda:N"),

@@ -111,8 +111,9 @@ def parameter_specs() -> tuple[ParameterSpec, ...]:
     return (
         ParameterSpec("model", "pem_stdc1", "Model name or model config file; '' takes the model from the weights.",
                       f"one of {', '.join(model_names())}, a config file path, or '' with weights", _is_model),
-        ParameterSpec("weights", "", "ros_seg checkpoint file; '' runs random weights (for tests only).",
-                      "'' or a readable checkpoint file", _is_weights),
+        ParameterSpec("weights", "", "Weights file: a ros_seg checkpoint, or the .onnx / .engine export of one for "
+                      "the onnxruntime / tensorrt backend; '' runs random weights (for tests only).",
+                      "'' or a readable weights file", _is_weights),
         ParameterSpec("backend", "torch", "Inference backend.", f"one of {', '.join(BACKENDS)}", _one_of(BACKENDS)),
         ParameterSpec("device", "auto", "Device the model runs on.", "auto, cpu, cuda or cuda:N",
                       lambda v: isinstance(v, str) and _DEVICE.fullmatch(v) is not None),
