@@ -14,7 +14,7 @@ from ros_seg.bench.deform_conv_speed import bench_deform_conv2d
 from ros_seg.ops import DeformConv2d, deform_conv2d, deform_conv2d_reference, register_cuda_kernel
 
 # The package exports the function under the module's own name, so fetch the module explicitly.
-deform_module = importlib.import_module("ros_seg.ops.deform_conv")
+deform_module = importlib.import_module("ros_seg.ops.deform_conv_reference")
 
 
 def _as_pair(value: int | tuple[int, int]) -> tuple[int, int]:

@@ -10,8 +10,6 @@ import ast
 import shutil
 from pathlib import Path
 
-import pytest
-
 PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "ros_seg"
 # Top first; a module may import its own layer and the layers below it. `ros_seg.msg`, the
 # generated messages, belongs to ros.
@@ -122,7 +120,6 @@ def test_no_import_cycles_outside_ops() -> None:
     assert [c for c in cycles if any(layer(m) != "ops" for m in c)] == []
 
 
-@pytest.mark.xfail(strict=True, reason="ops cycles: fixed in the GPU-kernel change")
 def test_no_import_cycles_within_ops() -> None:
     assert [c for c in import_cycles(import_graph(PACKAGE_ROOT)) if all(layer(m) == "ops" for m in c)] == []
 

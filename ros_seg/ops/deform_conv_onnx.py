@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ros_seg.ops.deform_conv import deform_conv2d_reference
+from ros_seg.ops.deform_conv_reference import deform_conv2d_reference
 
 OPSET = 19
 """First opset with ``DeformConv``."""

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ros_seg.ops.ms_deform_attn import ms_deform_attn_reference
+from ros_seg.ops.ms_deform_attn_reference import ms_deform_attn_reference
 
 PLUGIN_OP = "MultiscaleDeformableAttnPlugin_TRT"
 PLUGIN_DOMAIN = "trt.plugins"
@@ -116,8 +116,10 @@ def ms_deform_attn_export(
 ) -> Tensor:
     """The operator's form while an ONNX export traces it: the TensorRT plugin or the GridSample form. Locations
     and weights take the value's dtype (the graph's ops want one; float32 locations serve the GPU kernel)."""
-    sampling_locations = sampling_locations.to(value.dtype)
-    attention_weights = attention_weights.to(value.dtype)
+    if sampling_locations.dtype != value.dtype:  # (a no-op .to() would still write a Cast node)
+        sampling_locations = sampling_locations.to(value.dtype)
+    if attention_weights.dtype != value.dtype:
+        attention_weights = attention_weights.to(value.dtype)
     if _tensorrt_export.get():
         return MultiscaleDeformableAttnPlugin.apply(
             value, spatial_shapes, level_start_index, sampling_locations, attention_weights
