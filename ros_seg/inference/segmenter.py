@@ -58,7 +58,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 class Segmenter:
-    """Segments images with a MaskFormer-family model.
+    """Segments images with a model of any family (ros_seg.models.families), post-processed by its family.
 
     Args:
         model: model name (e.g. "pem_stdc1") or config path; may be None when weights are given.
@@ -72,6 +72,7 @@ class Segmenter:
         output_resolution: "input" (label maps at the image's size) or "network".
         score_threshold: panoptic score threshold (default from the model config).
         overlap_threshold: panoptic overlap threshold (default from the model config).
+            Both make up `default_options`; segment() may be given other options per image.
         channels_last: NHWC convolutions (torch backend).
         compile_mode: torch backend: "none" (eager) or a torch.compile mode ("default",
             "reduce-overhead" = with CUDA graphs on GPUs, "max-autotune"); compiles on the first image of a size.
