@@ -25,7 +25,8 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     report = json.loads((out / "report.json").read_text())
     assert report["frames_in"] == 3
     assert report["frames_processed"] + report["frames_dropped"] == 3
-    assert report["frames_processed"] >= 1 and report["miou"] is not None
+    assert report["frames_processed"] >= 1
+    assert 0 < report["miou"] <= 100 and report["per_class_iou"], "the demo checkpoint finds road and sky"
     for name in ("report.md", "overlays.png", "latency_over_time.png", "per_class_iou.png"):
         assert (out / name).is_file(), name
     printed = capsys.readouterr().out

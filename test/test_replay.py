@@ -35,7 +35,7 @@ from ros_seg.replay.bag_types import (
 )
 from ros_seg.replay.bag_writer import GT_PANOPTIC_TOPIC, GT_SEGMENTS_TOPIC, GT_SEMANTIC_TOPIC, write_bag
 from ros_seg.replay.offline_replay import replay_offline
-from ros_seg.replay.replay_report import write_report
+from ros_seg.replay.replay_report import jitter_ms, output_rate_hz, write_report
 
 FRAMES = 4
 SIZE = (64, 128)
@@ -234,7 +234,8 @@ def test_live_replay_through_the_real_node(data: Path, tmp_path: Path) -> None:
     latency = report["latency_ms"]
     assert set(latency) == {"p50", "p95", "p99", "max"} and 0 < latency["p50"] <= latency["max"]
     if report["frames_processed"] >= 2:
-        assert report["output_rate_hz"] > 0 and report["jitter_ms"] >= 0
+        # Mean |difference| of consecutive latencies: at most the spread of the latencies.
+        assert report["output_rate_hz"] > 0 and 0 <= report["jitter_ms"] <= latency["max"]
     env = report["environment"]
     assert env["dds_discovery_range"] == "LOCALHOST" and env["ros_domain_id"] == int(os.environ["ROS_DOMAIN_ID"])
     assert env["rmw"] and env["qos"] and env["bag_rate_hz"] == 4.0
@@ -243,3 +244,12 @@ def test_live_replay_through_the_real_node(data: Path, tmp_path: Path) -> None:
         assert recorded.frame_count("/ros_seg_replay/segments") >= report["frames_processed"]
         assert set(recorded.topics) == {"/ros_seg_replay/semantic", "/ros_seg_replay/panoptic",
                                         "/ros_seg_replay/segments"}
+
+
+def test_jitter_and_output_rate_of_known_series() -> None:
+    """Jitter: mean absolute difference of consecutive latencies; rate: outputs per second between the first
+    and the last output."""
+    assert jitter_ms([10.0, 13.0, 11.0, 11.0]) == pytest.approx((3 + 2 + 0) / 3)
+    assert jitter_ms([5.0]) is None
+    assert output_rate_hz([1.0, 1.5, 2.0, 3.0]) == pytest.approx(3 / 2.0)
+    assert output_rate_hz([1.0]) is None
