@@ -18,6 +18,9 @@ else
   export LD_LIBRARY_PATH="$_p/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export AMENT_PREFIX_PATH="$_p:$_ros_seg_venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
   export PATH="$_p/lib/ros_seg:$PATH"
+  # ros2 launch / param / topic / lifecycle from the upstream bundle (scripts/setup.sh step 4).
+  # shellcheck disable=SC1091
+  if [ -f "$_ros_seg_root/build/ros2-cli/env.sh" ]; then . "$_ros_seg_root/build/ros2-cli/env.sh"; fi
 fi
 # The source tree comes first, so files added since the last colcon build are
 # found; ros_seg/__init__.py extends the package to the generated ros_seg.msg.

@@ -4,9 +4,13 @@
 #   2. ROS 2: the sourced system installation when there is one (Humble, Jazzy,
 #      Kilted from apt), otherwise the ROS 2 Kilted wheels from PyPI,
 #   3. `colcon build` of the package (messages, Python sources, launch, config)
-#      into build/ and install/.
+#      into build/ and install/,
+#   4. the ROS 2 launch and command-line tools (`ros2 launch`, `ros2 param`,
+#      `ros2 topic`, `ros2 lifecycle`): the system installation's own, or without
+#      one the upstream bundle in ../shared/ros2-cli (its install.sh; another
+#      place with ROS_SEG_ROS2_CLI) into the venv and build/ros2-cli.
 # Re-running it is cheap: packages are installed again only when requirements/
-# changed, and colcon rebuilds incrementally. Then `source scripts/env.sh`.
+# or the bundle changed, and colcon rebuilds incrementally. Then `source scripts/env.sh`.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -70,4 +74,27 @@ else
     || { tail -40 "$ROOT/log/colcon_build.txt"; echo "[setup] colcon build failed (full log: log/colcon_build.txt)"; exit 1; }
 fi
 echo "$ROS_MODE $PYVER" > "$ROOT/install/.ros_seg_mode"
+
+# 4. ros2 launch / param / topic / lifecycle.
+if [ "$ROS_MODE" = system ]; then
+  python3 -c 'import launch_ros, ros2launch, ros2param, ros2topic, ros2lifecycle' 2>/dev/null \
+    || echo "[setup] WARNING: the sourced ROS 2 lacks launch/CLI packages: apt install ros-$ROS_DISTRO-launch-ros" \
+            "ros-$ROS_DISTRO-ros2launch ros-$ROS_DISTRO-ros2cli-common-extensions"
+else
+  ROS2_CLI="${ROS_SEG_ROS2_CLI:-$ROOT/../shared/ros2-cli}"
+  CLI_PREFIX="$ROOT/build/ros2-cli"
+  if [ -f "$ROS2_CLI/install.sh" ]; then
+    CLI_STAMP="$CLI_PREFIX/.ros_seg_installed"
+    CLI_WANT="$WANT $(cat "$ROS2_CLI/install.sh" "$ROS2_CLI/requirements.txt" "$ROS2_CLI/wheels/SHA256SUMS" | sha256sum | cut -d' ' -f1)"
+    if [ "$(cat "$CLI_STAMP" 2>/dev/null)" != "$CLI_WANT" ] || [ ! -f "$CLI_PREFIX/env.sh" ]; then
+      echo "[setup] installing the ROS 2 launch/CLI tools from $ROS2_CLI"
+      bash "$ROS2_CLI/install.sh" "$VENV" "$CLI_PREFIX" >"$ROOT/log/ros2_cli_install.txt" 2>&1 \
+        || { tail -20 "$ROOT/log/ros2_cli_install.txt"; echo "[setup] installing $ROS2_CLI failed (log: log/ros2_cli_install.txt)"; exit 1; }
+      echo "$CLI_WANT" > "$CLI_STAMP"
+    fi
+  else
+    echo "[setup] WARNING: no ROS 2 launch/CLI bundle at $ROS2_CLI (set ROS_SEG_ROS2_CLI): ros2 launch," \
+         "ros2 param, ros2 topic are unavailable and their tests skip"
+  fi
+fi
 echo "[setup] done: source scripts/env.sh to use ros-seg and the ROS 2 package"
