@@ -1,13 +1,25 @@
-"""Training configs: strict keys and values, and configs that extend a `_base_`."""
+"""Training configs: strict keys and values, configs that extend a `_base_`, the shipped recipes and the
+demo checkpoint's stage configs."""
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ros_seg.models.strict_config import ConfigError
-from ros_seg.train.train_config import TrainConfig
+from ros_seg.train.train_config import LossConfig, TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "config" / "train"
+# The demo checkpoint's training stages, in order (stage07b: the probe between stages 7 and 8).
+DEMO_STAGES = ROOT / "benchmarks" / "results" / "demo_training"
+DEMO_STAGE_NAMES = [
+    "stage01_from_scratch", "stage02_resume_9000", "stage03_resume_17000", "stage04_resume_25000",
+    "stage05_warm_restart", "stage06_warm_restart", "stage07_scale075", "stage07b_fullcrop_probe",
+    "stage08_fullcrop", "stage09_tram", "stage10_moto",
+]
 
 
 def test_training_config_is_strict(tmp_path: Path) -> None:
@@ -65,32 +77,62 @@ def test_training_config_extends_its_base(tmp_path: Path) -> None:
         TrainConfig.from_yaml(top)
 
 
-def test_shipped_configs_that_extend_a_base_differ_from_it_only_where_they_say() -> None:
-    root = Path(__file__).resolve().parents[1] / "config" / "train"
-    stdc1 = TrainConfig.from_yaml(root / "pem_stdc1_cityscapes.yaml")
-    r50 = TrainConfig.from_yaml(root / "pem_r50_cityscapes.yaml")
-    assert stdc1.model == "pem_stdc1" and dataclasses.replace(stdc1, model="pem_r50") == r50
-    finetune = TrainConfig.from_yaml(root / "pem_stdc1_synth_finetune.yaml")
-    demo = TrainConfig.from_yaml(root / "pem_stdc1_synth.yaml")
-    assert finetune.data == demo.data and finetune.loss == demo.loss
-    assert (finetune.solver.max_iters, finetune.solver.base_lr) == (7000, 0.00015)
-    restored = dataclasses.replace(finetune.solver, max_iters=demo.solver.max_iters, base_lr=demo.solver.base_lr)
-    assert restored == demo.solver
-    fullcrop = TrainConfig.from_yaml(root / "pem_stdc1_synth_fullcrop.yaml")
-    assert fullcrop.data == dataclasses.replace(finetune.data, crop_size=[256, 512])
-    assert fullcrop.solver == dataclasses.replace(
-        finetune.solver, batch_size=2, max_iters=5000, base_lr=0.0001
+def test_cityscapes_recipes_that_extend_a_base_differ_from_it_only_in_the_model() -> None:
+    pem_r50 = TrainConfig.from_yaml(RECIPES / "pem_r50_cityscapes.yaml")
+    m2f_r50 = TrainConfig.from_yaml(RECIPES / "m2f_r50_cityscapes.yaml")
+    for name, base in [("pem_stdc1", pem_r50), ("pem_stdc2", pem_r50), ("proscale_r50_333", m2f_r50)]:
+        config = TrainConfig.from_yaml(RECIPES / f"{name}_cityscapes.yaml")
+        assert config.model == name and dataclasses.replace(config, model=base.model) == base
+
+
+def demo_stage(name: str) -> TrainConfig:
+    return TrainConfig.from_yaml(DEMO_STAGES / f"{name}.yaml")
+
+
+def test_demo_stage_configs_are_resolved_in_full() -> None:
+    """Each stage file states every key, so neither a _base_ nor a changed default can alter what it trained."""
+    paths = sorted(DEMO_STAGES.glob("*.yaml"))
+    assert [path.stem for path in paths] == DEMO_STAGE_NAMES
+    history = (DEMO_STAGES.parent / "demo_training.md").read_text()
+    for path in paths:
+        text = path.read_text()
+        assert yaml.safe_load(text) == TrainConfig.from_yaml(path).to_dict(), path.name
+        assert f"--config benchmarks/results/demo_training/{path.name}" in text, path.name
+        assert f"demo_training/{path.name}" in history, path.name
+
+
+def test_demo_stages_differ_where_the_history_says() -> None:
+    first = demo_stage("stage01_from_scratch")
+    assert (first.model, first.seed, first.imagenet_weights, first.best_metric) == ("pem_stdc1", 0, None, None)
+    assert (first.data.crop_size, first.data.scale_range, first.data.eval_size) == ([128, 256], [0.5, 2.0], [256, 512])
+    solver = first.solver
+    assert (solver.batch_size, solver.max_iters, solver.base_lr, solver.backbone_lr_multiplier) == (4, 5000, 4e-4, 1.0)
+    assert (solver.schedule, solver.warmup_iters, solver.warmup_factor) == ("cosine", 200, 0.1)
+    assert first.loss == dataclasses.replace(LossConfig(), num_points=2048)
+
+    def changed(config: TrainConfig, data: dict | None = None, solver: dict | None = None, **top) -> TrainConfig:
+        return dataclasses.replace(
+            config, data=dataclasses.replace(config.data, **(data or {})),
+            solver=dataclasses.replace(config.solver, **(solver or {})), **top,
+        )
+
+    # Stages 2-4 resume stage 1's run with longer schedules.
+    for name, max_iters in [("stage02_resume_9000", 9000), ("stage03_resume_17000", 17000),
+                            ("stage04_resume_25000", 25000)]:
+        assert demo_stage(name) == changed(first, solver={"max_iters": max_iters})
+    # Warm restarts, each from the weights of the one before.
+    fifth = demo_stage("stage05_warm_restart")
+    assert fifth == changed(first, seed=5, solver={"max_iters": 7000, "base_lr": 0.00015})
+    sixth = demo_stage("stage06_warm_restart")
+    assert sixth == changed(fifth, seed=6, solver={"max_iters": 6000})
+    assert demo_stage("stage07_scale075") == changed(sixth, seed=7, data={"scale_range": [0.75, 2.0]})
+    eighth = demo_stage("stage08_fullcrop")
+    assert eighth == changed(fifth, seed=9, best_metric="pq", data={"crop_size": [256, 512]},
+                             solver={"batch_size": 2, "max_iters": 5000, "base_lr": 0.0001})
+    assert demo_stage("stage07b_fullcrop_probe") == changed(
+        eighth, seed=8, best_metric=None, eval_period=800, checkpoint_period=400,
+        solver={"max_iters": 1600, "warmup_iters": 100},
     )
-    assert (fullcrop.seed, fullcrop.best_metric, fullcrop.loss) == (9, "pq", finetune.loss)
-    probe = TrainConfig.from_yaml(root / "pem_stdc1_synth_fullcrop_probe.yaml")
-    assert probe.solver == dataclasses.replace(fullcrop.solver, max_iters=1600, warmup_iters=100)
-    assert (probe.eval_period, probe.checkpoint_period, probe.best_metric) == (800, 400, None)
-    tram = TrainConfig.from_yaml(root / "pem_stdc1_synth_tram.yaml")
-    assert tram.data == dataclasses.replace(fullcrop.data, repeat_factor_threshold=0.5)
-    assert dataclasses.replace(tram, seed=9, data=fullcrop.data) == fullcrop
-    moto = TrainConfig.from_yaml(root / "pem_stdc1_synth_moto.yaml")
-    assert dataclasses.replace(moto, seed=10, data=tram.data) == tram
-    assert moto.data == dataclasses.replace(tram.data, repeat_factor_threshold=0.3)
-    scale075 = TrainConfig.from_yaml(root / "pem_stdc1_synth_scale075.yaml")
-    assert scale075.data == dataclasses.replace(finetune.data, scale_range=[0.75, 2.0])
-    assert (scale075.seed, scale075.solver.max_iters) == (7, 6000)
+    ninth = demo_stage("stage09_tram")
+    assert ninth == changed(eighth, seed=10, data={"repeat_factor_threshold": 0.5})
+    assert demo_stage("stage10_moto") == changed(ninth, seed=11, data={"repeat_factor_threshold": 0.3})
