@@ -26,14 +26,15 @@ from pathlib import Path
 import torch
 from ros_seg.train.distributed import shutdown_distributed
 from ros_seg.train.train_config import TrainConfig
-from ros_seg.train.trainer import Trainer
+from ros_seg.train.trainer import run_training
+from ros_seg.train.training_run import build_training_run
 
 config, out = TrainConfig.from_yaml(sys.argv[1]), Path(sys.argv[2])
-trainer = Trainer(config, out, device="cpu")
-trainer.run()
-norms = sorted({type(m).__name__ for m in trainer.model.modules() if "BatchNorm" in type(m).__name__})
-torch.save({"state": {k: v.detach() for k, v in trainer.model.state_dict().items()}, "norms": norms},
-           out / f"rank{trainer.context.rank}.pt")
+run = build_training_run(config, out, device="cpu")
+run_training(run)
+norms = sorted({type(m).__name__ for m in run.model.modules() if "BatchNorm" in type(m).__name__})
+torch.save({"state": {k: v.detach() for k, v in run.model.state_dict().items()}, "norms": norms},
+           out / f"rank{run.context.rank}.pt")
 shutdown_distributed()
 """
 

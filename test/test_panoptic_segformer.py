@@ -22,8 +22,9 @@ from ros_seg.models.panoptic_segformer.attention_to_mask import AttentionToMask
 from ros_seg.models.panoptic_segformer.panoptic_segformer import ABSENT_LOGIT
 from ros_seg.models.postprocess.maskwise_merge import maskwise_merge
 from ros_seg.models.registry import build_model, load_model_config
+from ros_seg.train.run_files import LOG_FILE
 from ros_seg.train.train_config import TrainConfig
-from ros_seg.train.trainer import LOG_FILE, train
+from ros_seg.train.trainer import train
 
 PAPER_PARAMS = 47.0e6  # R50, COCO (arXiv v1 Table 1 / Table 4)
 

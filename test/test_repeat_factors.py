@@ -13,7 +13,7 @@ from ros_seg.data.cityscapes import CityscapesDataset
 from ros_seg.data.synthetic_scenes import write_dataset
 from ros_seg.data.transforms import TrainAugmentation
 from ros_seg.models.strict_config import ConfigError
-from ros_seg.train import trainer as trainer_module
+from ros_seg.train import training_run
 from ros_seg.train.batching import TrainSamples
 from ros_seg.train.distributed import ShardedBatchSampler
 from ros_seg.train.repeat_factors import class_image_fractions, describe_repeat_factors, image_repeat_factors
@@ -108,11 +108,10 @@ def test_trainer_samples_by_repeat_factor(tmp_path: Path, caplog: pytest.LogCapt
         "solver": {"batch_size": 2, "max_iters": 1, "amp": False},
     }))
     config = TrainConfig.from_yaml(config_path)
-    runner = trainer_module.Trainer(config, tmp_path / "out", device="cpu")
-    with caplog.at_level(logging.INFO, logger=trainer_module.__name__):
-        _, sampler = runner._data_loader()
-    expected = image_repeat_factors(runner.train_set.classes_per_image(), 19, 1.0)
-    assert sampler.weights.tolist() == pytest.approx(expected.tolist())
+    with caplog.at_level(logging.INFO, logger=training_run.__name__):
+        run = training_run.build_training_run(config, tmp_path / "out", device="cpu")
+    expected = image_repeat_factors(run.train_set.classes_per_image(), 19, 1.0)
+    assert run.sampler.weights.tolist() == pytest.approx(expected.tolist())
     assert expected.max() > 1  # some class of these scenes is in fewer than all images
     assert "repeat-factor sampling (threshold 1): " + describe_repeat_factors(expected) in caplog.text
     # The config refuses thresholds outside (0, 1].

@@ -22,9 +22,13 @@ from ros_seg.data.synthetic_scenes import write_dataset
 from ros_seg.models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from ros_seg.models.load import load_model
 from ros_seg.models.strict_config import ConfigError
-from ros_seg.train import trainer as trainer_module
+from ros_seg.train import mixed_precision
+from ros_seg.train.hooks import best_evaluation
+from ros_seg.train.metrics_log import MetricsLog
+from ros_seg.train.run_files import CONFIG_FILE, LAST_CHECKPOINT, LOG_FILE
 from ros_seg.train.train_config import TrainConfig
-from ros_seg.train.trainer import LAST_CHECKPOINT, LOG_FILE, train
+from ros_seg.train.trainer import run_training, train
+from ros_seg.train.training_run import build_training_run
 
 SIZE = (64, 128)
 # A small decoder on the real STDC1 backbone keeps each iteration around a tenth of a second.
@@ -134,27 +138,27 @@ def test_loss_falls_and_checkpoints_are_complete(workspace: Path) -> None:
 
 def test_mixed_precision_on_cpus_with_bf16_instructions(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
-    monkeypatch.setattr(trainer_module, "cpu_computes_bf16", lambda: False)
-    assert trainer_module.autocast_precision(cpu, amp=True)[0] is False  # emulated bf16 would only cost time
-    monkeypatch.setattr(trainer_module, "cpu_computes_bf16", lambda: True)
-    assert trainer_module.autocast_precision(cpu, amp=True) == (True, torch.bfloat16)
-    assert trainer_module.autocast_precision(cpu, amp=False)[0] is False
+    monkeypatch.setattr(mixed_precision, "cpu_computes_bf16", lambda: False)
+    assert mixed_precision.autocast_precision(cpu, amp=True)[0] is False  # emulated bf16 would only cost time
+    monkeypatch.setattr(mixed_precision, "cpu_computes_bf16", lambda: True)
+    assert mixed_precision.autocast_precision(cpu, amp=True) == (True, torch.bfloat16)
+    assert mixed_precision.autocast_precision(cpu, amp=False)[0] is False
 
 
 def test_cpu_bf16_training_runs_the_model_in_bf16_and_learns(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Forced on (PyTorch emulates bf16 where the CPU lacks the instructions): the step is the same code.
-    monkeypatch.setattr(trainer_module, "cpu_computes_bf16", lambda: True)
+    monkeypatch.setattr(mixed_precision, "cpu_computes_bf16", lambda: True)
     config = TrainConfig.from_yaml(write_config(
         workspace, "bf16", data={"scale_range": [1.0, 1.0], "flip_probability": 0.0, "color_jitter": False},
         solver={"max_iters": 20, "base_lr": 0.001, "warmup_iters": 0, "warmup_factor": 1.0, "amp": True},
     ))
-    runner = trainer_module.Trainer(config, workspace / "bf16")
+    run = build_training_run(config, workspace / "bf16")
     seen: set[torch.dtype] = set()
-    runner.model.backbone.register_forward_hook(lambda module, inputs, output: seen.update(
+    run.model.backbone.register_forward_hook(lambda module, inputs, output: seen.update(
         t.dtype for t in (output.values() if isinstance(output, dict) else output)))
-    runner.run()
+    run_training(run)
     assert seen == {torch.bfloat16}
-    assert all(p.dtype == torch.float32 for p in runner.model.parameters())  # fp32 master weights
+    assert all(p.dtype == torch.float32 for p in run.model.parameters())  # fp32 master weights
     losses = [r["loss"] for r in read_log(workspace / "bf16") if "loss" in r]
     assert len(losses) == 20 and all(math.isfinite(x) for x in losses)
     assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4, losses
@@ -245,26 +249,26 @@ def test_init_weights_start_a_new_run_from_a_checkpoint(workspace: Path) -> None
     checkpoint = read_checkpoint(source / "model_final.pt")
     config = TrainConfig.from_yaml(write_config(workspace, "init_target", init_weights=str(source / "model_final.pt")))
 
-    runner = trainer_module.Trainer(config, workspace / "init_target")
-    assert runner.start_iteration == 0 and runner.scheduler.last_epoch == 0
-    assert not runner.optimizer.state  # fresh optimizer moments
-    for name, tensor in runner.model.state_dict().items():
+    run = build_training_run(config, workspace / "init_target")
+    assert run.start_iteration == 0 and run.scheduler.last_epoch == 0
+    assert not run.optimizer.state  # fresh optimizer moments
+    for name, tensor in run.model.state_dict().items():
         assert torch.equal(tensor.float(), checkpoint.state_dict[name].float()), name
 
     # A checkpoint of the same architecture on another label set is refused, naming both.
     other = replace(checkpoint.metadata, names=tuple(f"class{i}" for i in range(len(checkpoint.metadata.names))))
-    save_checkpoint(workspace / "other_classes.pt", runner.model, checkpoint.config, other)
+    save_checkpoint(workspace / "other_classes.pt", run.model, checkpoint.config, other)
     with pytest.raises(ValueError, match=r"other classes.*class0.*same label set"):
-        trainer_module.Trainer(replace(config, init_weights=str(workspace / "other_classes.pt")), workspace / "x")
+        build_training_run(replace(config, init_weights=str(workspace / "other_classes.pt")), workspace / "x")
     # Weights of another architecture: every mis-shaped tensor is listed.
     wide = yaml.safe_load((workspace / "tiny.yaml").read_text())
     wide["transformer_decoder"]["hidden_dim"] = 32
     (workspace / "tiny_wide.yaml").write_text(yaml.safe_dump(wide))
     wide_config = TrainConfig.from_yaml(write_config(workspace, "wide", model=str(workspace / "tiny_wide.yaml")))
     with pytest.raises(CheckpointError, match=r"init_weights .*model_final\.pt do not fit the model: mis-shaped"):
-        trainer_module.Trainer(replace(wide_config, init_weights=str(source / "model_final.pt")), workspace / "y")
+        build_training_run(replace(wide_config, init_weights=str(source / "model_final.pt")), workspace / "y")
     with pytest.raises(CheckpointError, match="missing.pt does not exist"):
-        trainer_module.Trainer(replace(config, init_weights=str(workspace / "missing.pt")), workspace / "z")
+        build_training_run(replace(config, init_weights=str(workspace / "missing.pt")), workspace / "z")
 
 
 def test_train_command_init_weights_and_resume_exclude_each_other(workspace: Path) -> None:
@@ -288,7 +292,7 @@ def test_train_command_seed_overrides_the_config(workspace: Path) -> None:
         return [record["loss"] for record in read_log(workspace / out) if "loss" in record]
 
     with_seed_3 = run("seed3", "--seed", "3")
-    assert json.loads((workspace / "seed3" / trainer_module.CONFIG_FILE).read_text())["seed"] == 3
+    assert json.loads((workspace / "seed3" / CONFIG_FILE).read_text())["seed"] == 3
     assert run("seed3_again", "--seed", "3") == with_seed_3  # the seed fixes weights, data order and augmentation
     assert run("config_seed") != with_seed_3  # the config's seed 1 gives another run
     with pytest.raises(ValueError, match="--seed must be 0 or more, got -1"):
@@ -352,6 +356,14 @@ def test_best_metric_keeps_the_best_evaluation_across_a_resume(workspace: Path) 
     result = train(TrainConfig.from_yaml(config), out, resume=True, max_iters=8)
     scores = {r["iter"]: r["eval"]["miou"] for r in read_log(out) if "eval" in r}
     assert sorted(scores) == [2, 4, 6, 8]
+    # The hooks' order shows in the log (an iteration's loss line, then its evaluation) and in the files: the
+    # first run ended with model_final.pt at 4 (no periodic checkpoint there), the resumed one wrote one at 6.
+    assert [(r["iter"], "eval" in r) for r in read_log(out)] == [
+        (1, False), (2, False), (2, True), (3, False), (4, False), (4, True),
+        (5, False), (6, False), (6, True), (7, False), (8, False), (8, True)]
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        CONFIG_FILE, LAST_CHECKPOINT, LOG_FILE, "model_0000002.pt", "model_0000006.pt", "model_best.pt",
+        "model_final.pt"])
     best_iteration = max(scores, key=lambda i: (scores[i], -i))  # the first of equal scores
     assert result["best"] == {"checkpoint": str(out / "model_best.pt"), "iteration": best_iteration,
                               "metric": "miou", "score": scores[best_iteration]}
@@ -368,8 +380,7 @@ def test_best_metric_keeps_the_best_evaluation_across_a_resume(workspace: Path) 
     (logged / LOG_FILE).write_text("".join(json.dumps(r) + "\n" for r in (
         {"iter": 2, "eval": {"miou": 5.0}}, {"iter": 3, "loss": 9.0}, {"iter": 4, "eval": {"miou": 7.0}},
         {"iter": 6, "eval": {"miou": 7.0}}, {"iter": 8, "eval": {"miou": None}})))
-    runner = trainer_module.Trainer(TrainConfig.from_yaml(config), logged)
-    assert runner._best_in_log() == {"iteration": 4, "metric": "miou", "score": 7.0}
+    assert best_evaluation(MetricsLog(logged).records(), "miou") == {"iteration": 4, "metric": "miou", "score": 7.0}
 
     with pytest.raises(ConfigError, match=r"'best_metric' .* must be null or one of .*'miou', 'pq'.*, got 'loss'"):
         TrainConfig.from_yaml(write_config(workspace, "bad_best", best_metric="loss"))

@@ -16,8 +16,10 @@ import torch
 
 from ros_seg.data.synthetic_scenes import write_dataset
 from ros_seg.eval.machine_info import machine_info
+from ros_seg.train.mixed_precision import autocast_precision
+from ros_seg.train.run_files import LOG_FILE
 from ros_seg.train.train_config import DataConfig, SolverConfig, TrainConfig
-from ros_seg.train.trainer import LOG_FILE, autocast_precision, train
+from ros_seg.train.trainer import train
 
 
 def _autocast_name(device: str) -> str:
