@@ -3,46 +3,41 @@
     ros2 launch ros_seg multi_camera.launch.py cameras:=front,left,right image:=image_raw model:=pem_r50
 
 The node of camera `front` reads /front/<image> and /front/camera_info and
-publishes /front/semantic, /front/panoptic, /front/segments, ... The other
-arguments of segmentation.launch.py (model, weights, backend, device,
-camera_info, use_sim_time, params_file) given here reach every node, since the
-launch configurations are forwarded into each camera's group.
+publishes /front/semantic, /front/panoptic, /front/segments, ... (under
+`namespace` when one is given). Every other argument of segmentation.launch.py
+applies to every node. When one node exits with an error, all of them stop and
+the launch ends with a non-zero code.
 """
-import os
-
-from ament_index_python.packages import get_package_share_directory
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, GroupAction, IncludeLaunchDescription, OpaqueFunction
-from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 
+from ros_seg.ros.segmentation_launch import (
+    LaunchArgumentError,
+    fastdds_profile_actions,
+    node_actions,
+    node_launch_arguments,
+)
 
-def camera_nodes(context: LaunchContext) -> list[GroupAction]:
-    """One included segmentation.launch.py per camera namespace."""
-    share = get_package_share_directory("ros_seg")
-    segmentation = PythonLaunchDescriptionSource(os.path.join(share, "launch", "segmentation.launch.py"))
-    cameras = [c.strip() for c in LaunchConfiguration("cameras").perform(context).split(",") if c.strip()]
-    return [
-        GroupAction(
-            [
-                IncludeLaunchDescription(
-                    segmentation,
-                    launch_arguments={"namespace": camera, "image": LaunchConfiguration("image")}.items(),
-                )
-            ],
-            scoped=True,
-            forwarding=True,
-        )
-        for camera in cameras
-    ]
+
+def camera_nodes(context: LaunchContext) -> list:
+    """The DDS profile, then one node per camera namespace (each its own Node action)."""
+    cameras = [c.strip() for c in LaunchConfiguration("cameras").perform(context).split(",")]
+    if not all(cameras) or len(set(cameras)) != len(cameras):
+        raise LaunchArgumentError(f"launch argument 'cameras' is {','.join(cameras)!r}: give distinct camera "
+                                  "namespaces separated by commas, e.g. front,left")
+    namespace = LaunchConfiguration("namespace").perform(context)
+    actions = fastdds_profile_actions(context)
+    for camera in cameras:
+        actions += node_actions(context, f"{namespace}/{camera}")
+    return actions
 
 
 def generate_launch_description() -> LaunchDescription:
-    """The camera list, the image topic within each camera namespace, one node per camera."""
+    """The camera list, every node argument, one node per camera."""
     return LaunchDescription([
         DeclareLaunchArgument("cameras", default_value="front,rear",
                               description="Comma-separated camera namespaces, one node each"),
-        DeclareLaunchArgument("image", default_value="image_raw",
-                              description="Image topic within each camera namespace"),
+        *node_launch_arguments(image="image_raw"),
         OpaqueFunction(function=camera_nodes),
     ])

@@ -1,27 +1,21 @@
-"""Launch the segmentation node with Mask2Former with the PRO-SCALE encoder (proscale_r50_333 by default).
+"""Launch the segmentation node with Mask2Former with the PRO-SCALE encoder.
+
+proscale_r50_333 by default; proscale_r50_111, proscale_r50_222, or m2f_r50
+for Mask2Former's own encoder.
 
     ros2 launch ros_seg proscale.launch.py
-    ros2 launch ros_seg proscale.launch.py weights:=/data/proscale_r50_333.pt device:=cuda:0 image:=/camera/image_raw
+    ros2 launch ros_seg proscale.launch.py model:=proscale_r50_111 weights:=/data/proscale_r50_111.pt \
+        device:=cuda:0 image:=/camera/image_raw
 
-Every argument of segmentation.launch.py applies: model, weights, backend,
-device, image, camera_info, namespace, use_sim_time, params_file.
+Every argument of segmentation.launch.py applies (`--show-args` lists them).
 """
-import os
-
-from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
-from launch.launch_description_sources import PythonLaunchDescriptionSource
-from launch.substitutions import LaunchConfiguration
+from launch.actions import OpaqueFunction
+
+from ros_seg.ros.segmentation_launch import node_launch_arguments, segmentation_node_actions
 
 
 def generate_launch_description() -> LaunchDescription:
-    """segmentation.launch.py with Mask2Former with the PRO-SCALE encoder."""
-    share = get_package_share_directory("ros_seg")
-    segmentation = PythonLaunchDescriptionSource(os.path.join(share, "launch", "segmentation.launch.py"))
-    return LaunchDescription([
-        DeclareLaunchArgument("model", default_value="proscale_r50_333",
-                              description="Model: proscale_r50_111, proscale_r50_222 or proscale_r50_333 "
-                                          "(m2f_r50 for the plain Mask2Former encoder)"),
-        IncludeLaunchDescription(segmentation, launch_arguments={"model": LaunchConfiguration("model")}.items()),
-    ])
+    """The segmentation node with a PRO-SCALE model."""
+    return LaunchDescription([*node_launch_arguments(model="proscale_r50_333"),
+                              OpaqueFunction(function=segmentation_node_actions)])

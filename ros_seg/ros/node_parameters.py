@@ -2,8 +2,10 @@
 
 Startup parameters (model, device, QoS, ...) are read-only once the node runs;
 thresholds, the overlay alpha and the publish flags may change at run time.
-Every parameter is declared with a description and its allowed values; a bad
-value raises ParameterError naming the parameter and what it accepts.
+Every parameter is declared with a description and its allowed values (numbers
+with their range, so `ros2 param describe` and rqt_reconfigure show it); a bad
+value raises ParameterError naming the parameter and what it accepts. The
+launch files declare one launch argument per parameter from the same table.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -40,6 +43,8 @@ class ParameterSpec:
         allowed: the values it accepts, in words (shown in errors and as additional_constraints).
         accepts: True for an acceptable value.
         runtime: True when it may change while the node runs.
+        choices: the whole set of values, when it is closed (strings and booleans).
+        bounds: (least, largest) value of a number, declared to ROS as its range.
     """
 
     name: str
@@ -48,6 +53,23 @@ class ParameterSpec:
     allowed: str
     accepts: Callable[[Any], bool]
     runtime: bool = False
+    choices: tuple[str, ...] | None = None
+    bounds: tuple[float, float] | None = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        """The ROS parameter descriptor: description, allowed values, range, read-only unless runtime."""
+        descriptor = ParameterDescriptor(
+            description=self.description,
+            additional_constraints=self.allowed,
+            read_only=not self.runtime,
+            dynamic_typing=True,
+        )
+        if self.bounds is not None and isinstance(self.default, float):
+            descriptor.floating_point_range = [FloatingPointRange(from_value=float(self.bounds[0]),
+                                                                  to_value=float(self.bounds[1]))]
+        elif self.bounds is not None:
+            descriptor.integer_range = [IntegerRange(from_value=int(self.bounds[0]), to_value=int(self.bounds[1]))]
+        return descriptor
 
 
 @dataclass(frozen=True)
@@ -90,8 +112,14 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_threshold(value: Any) -> bool:
-    return _is_number(value) and value <= 1.0
+def _within(low: float, high: float, integer: bool = False) -> Callable[[Any], bool]:
+    return lambda value: (_is_int(value) if integer else _is_number(value)) and low <= value <= high
+
+
+BOOLEAN = ("true", "false")
+MAX_RATE_HZ = 1000.0
+MAX_NETWORK_SIDE = 8192
+MAX_QOS_DEPTH = 100
 
 
 def _is_model(value: Any) -> bool:
@@ -106,56 +134,67 @@ def _one_of(values: tuple[str, ...]) -> Callable[[Any], bool]:
     return lambda value: isinstance(value, str) and value in values
 
 
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
 def parameter_specs() -> tuple[ParameterSpec, ...]:
     """Every parameter of the segmentation node, in declaration order."""
+    threshold = "a number in [-1, 1] (negative: the model's default)"
     return (
         ParameterSpec("model", "pem_stdc1", "Model name or model config file; '' takes the model from the weights.",
                       f"one of {', '.join(model_names())}, a config file path, or '' with weights", _is_model),
         ParameterSpec("weights", "", "Weights file: a ros_seg checkpoint, or the .onnx / .engine export of one for "
                       "the onnxruntime / tensorrt backend; '' runs random weights (for tests only).",
                       "'' or a readable weights file", _is_weights),
-        ParameterSpec("backend", "torch", "Inference backend.", f"one of {', '.join(BACKENDS)}", _one_of(BACKENDS)),
+        ParameterSpec("backend", "torch", "Inference backend.", f"one of {', '.join(BACKENDS)}", _one_of(BACKENDS),
+                      choices=tuple(BACKENDS)),
         ParameterSpec("device", "auto", "Device the model runs on.", "auto, cpu, cuda or cuda:N",
                       lambda v: isinstance(v, str) and _DEVICE.fullmatch(v) is not None),
         ParameterSpec("precision", "fp32", "Arithmetic precision of the model.",
-                      f"one of {', '.join(PRECISIONS)}", _one_of(tuple(PRECISIONS))),
+                      f"one of {', '.join(PRECISIONS)}", _one_of(tuple(PRECISIONS)), choices=tuple(PRECISIONS)),
         ParameterSpec("channels_last", False, "torch backend: NHWC convolutions (faster on GPUs).", "true or false",
-                      lambda v: isinstance(v, bool)),
+                      _is_bool, choices=BOOLEAN),
         ParameterSpec("compile", "none",
                       "torch backend: torch.compile mode; reduce-overhead also records CUDA graphs on GPUs (the "
                       "first frame of a size compiles, which takes minutes).",
-                      f"one of {', '.join(COMPILE_MODES)}", _one_of(COMPILE_MODES)),
+                      f"one of {', '.join(COMPILE_MODES)}", _one_of(COMPILE_MODES), choices=tuple(COMPILE_MODES)),
         ParameterSpec("network_height", 0, "Height images are resized to before the network; 0 keeps their size.",
-                      "an integer >= 0 (0 together with network_width)", lambda v: _is_int(v) and v >= 0),
+                      f"an integer in [0, {MAX_NETWORK_SIDE}] (0 together with network_width)",
+                      _within(0, MAX_NETWORK_SIDE, integer=True), bounds=(0, MAX_NETWORK_SIDE)),
         ParameterSpec("network_width", 0, "Width images are resized to before the network; 0 keeps their size.",
-                      "an integer >= 0 (0 together with network_height)", lambda v: _is_int(v) and v >= 0),
+                      f"an integer in [0, {MAX_NETWORK_SIDE}] (0 together with network_height)",
+                      _within(0, MAX_NETWORK_SIDE, integer=True), bounds=(0, MAX_NETWORK_SIDE)),
         ParameterSpec("output_resolution", "input",
                       "Size of the published maps: the input image's, or the network's (camera_info is then "
                       "republished scaled on output_camera_info).",
-                      f"one of {', '.join(OUTPUT_RESOLUTIONS)}", _one_of(OUTPUT_RESOLUTIONS)),
+                      f"one of {', '.join(OUTPUT_RESOLUTIONS)}", _one_of(OUTPUT_RESOLUTIONS),
+                      choices=tuple(OUTPUT_RESOLUTIONS)),
         ParameterSpec("max_rate_hz", 0.0, "Most frames segmented per second; 0 is unlimited.",
-                      "a number >= 0", lambda v: _is_number(v) and v >= 0),
+                      f"a number in [0, {MAX_RATE_HZ:g}] (0: unlimited)", _within(0, MAX_RATE_HZ),
+                      bounds=(0, MAX_RATE_HZ)),
         ParameterSpec("input_qos", "sensor_data", "QoS of the image subscription: best effort or reliable.",
-                      f"one of {', '.join(INPUT_QOS)}", _one_of(INPUT_QOS)),
+                      f"one of {', '.join(INPUT_QOS)}", _one_of(INPUT_QOS), choices=INPUT_QOS),
         ParameterSpec("input_qos_depth", 1, "History depth of the image subscription.",
-                      "an integer >= 1", lambda v: _is_int(v) and v >= 1),
+                      f"an integer in [1, {MAX_QOS_DEPTH}]", _within(1, MAX_QOS_DEPTH, integer=True),
+                      bounds=(1, MAX_QOS_DEPTH)),
         ParameterSpec("use_compressed", False, "Subscribe to image/compressed instead of image.",
-                      "true or false", lambda v: isinstance(v, bool)),
+                      "true or false", _is_bool, choices=BOOLEAN),
         ParameterSpec("score_threshold", -1.0, "Panoptic: least score of a kept segment; negative: the model's.",
-                      "a number <= 1 (negative: the model's default)", _is_threshold, runtime=True),
+                      threshold, _within(-1, 1), runtime=True, bounds=(-1, 1)),
         ParameterSpec("overlap_threshold", -1.0,
                       "Panoptic: least visible fraction of a kept segment's mask; negative: the model's.",
-                      "a number <= 1 (negative: the model's default)", _is_threshold, runtime=True),
+                      threshold, _within(-1, 1), runtime=True, bounds=(-1, 1)),
         ParameterSpec("overlay_alpha", 0.5, "Weight of the segment colors in the overlay image.",
-                      "a number in [0, 1]", lambda v: _is_number(v) and 0 <= v <= 1, runtime=True),
+                      "a number in [0, 1]", _within(0, 1), runtime=True, bounds=(0, 1)),
         ParameterSpec("publish_semantic", True, "Publish the semantic label image.", "true or false",
-                      lambda v: isinstance(v, bool), runtime=True),
+                      _is_bool, runtime=True, choices=BOOLEAN),
         ParameterSpec("publish_panoptic", True, "Publish the panoptic segment-id image.", "true or false",
-                      lambda v: isinstance(v, bool), runtime=True),
+                      _is_bool, runtime=True, choices=BOOLEAN),
         ParameterSpec("publish_segments", True, "Publish the segment array.", "true or false",
-                      lambda v: isinstance(v, bool), runtime=True),
+                      _is_bool, runtime=True, choices=BOOLEAN),
         ParameterSpec("publish_overlay", True, "Publish the overlay image (only while subscribed).", "true or false",
-                      lambda v: isinstance(v, bool), runtime=True),
+                      _is_bool, runtime=True, choices=BOOLEAN),
     )
 
 
@@ -164,22 +203,21 @@ def declare_node_parameters(node: Node) -> None:
 
     Types are checked by `read_parameters` (dynamic typing here), so a wrong
     type gets the same clear message as a wrong value and `max_rate_hz:=5`
-    is accepted for a float.
+    is accepted for a float. rclpy checks the declared ranges itself; a value
+    out of range raises ParameterError with the same words as other bad values.
     """
     for spec in parameter_specs():
-        node.declare_parameter(
-            spec.name,
-            spec.default,
-            ParameterDescriptor(
-                description=spec.description,
-                additional_constraints=spec.allowed,
-                read_only=not spec.runtime,
-                dynamic_typing=True,
-            ),
-        )
+        try:
+            node.declare_parameter(spec.name, spec.default, spec.descriptor())
+        except InvalidParameterValueException as exc:
+            value = str(exc).partition("(")[2].partition(")")[0]
+            raise ParameterError(
+                f"parameter '{spec.name}' has an invalid value {value}: allowed are {spec.allowed}"
+            ) from None
 
 
-def _checked(spec: ParameterSpec, value: Any) -> Any:
+def checked_value(spec: ParameterSpec, value: Any) -> Any:
+    """`value` as the parameter's type; ParameterError naming the parameter and its allowed values."""
     if not spec.accepts(value):
         raise ParameterError(f"parameter '{spec.name}' has an invalid value {value!r}: allowed are {spec.allowed}")
     return float(value) if isinstance(spec.default, float) else value
@@ -191,7 +229,7 @@ def read_parameters(node: Node) -> tuple[StartupSettings, RuntimeSettings]:
     errors = []
     for spec in parameter_specs():
         try:
-            values[spec.name] = _checked(spec, node.get_parameter(spec.name).value)
+            values[spec.name] = checked_value(spec, node.get_parameter(spec.name).value)
         except ParameterError as exc:
             errors.append(str(exc))
     if errors:
@@ -229,5 +267,5 @@ def updated_runtime_settings(current: RuntimeSettings, changes: list[Parameter])
     updates = {}
     for param in changes:
         if param.name in specs:
-            updates[param.name] = _checked(specs[param.name], param.value)
+            updates[param.name] = checked_value(specs[param.name], param.value)
     return replace(current, **updates)

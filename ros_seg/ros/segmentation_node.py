@@ -13,6 +13,7 @@ converts, segments and publishes, so the executor never waits on inference.
 """
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -157,9 +158,10 @@ class SegmentationNode(Node):
     def __init__(self, node_name: str = NODE_NAME, **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         self._slot = LatestFrame()
+        self._stop_waiting = threading.Event()
         self._worker = threading.Thread(target=self._work, name="segmentation_worker", daemon=True)
-        declare_node_parameters(self)
         try:
+            declare_node_parameters(self)
             self.settings, self.runtime = read_parameters(self)
         except ParameterError as exc:
             raise StartupError(str(exc)) from None
@@ -288,11 +290,18 @@ class SegmentationNode(Node):
         classes = {s.id: s.class_id for s in result.segments}
         return panoptic_overlay(image, order, result.panoptic, classes, self.segmenter.metadata, alpha)
 
+    def stop_waiting(self) -> None:
+        """Make destroy_node() stop waiting for the frame in progress (a second Ctrl-C)."""
+        self._stop_waiting.set()
+
     def destroy_node(self) -> None:
-        """Stop the worker (after the frame it is on), then destroy the node."""
+        """Stop the worker (after the frame it is on, unless stop_waiting() was called), then destroy the node.
+
+        The worker is a daemon thread: one left running ends with the process.
+        """
         self._slot.close()
-        if self._worker.is_alive():
-            self._worker.join()
+        while self._worker.is_alive() and not self._stop_waiting.is_set():
+            self._worker.join(timeout=0.1)
         super().destroy_node()
 
 
@@ -328,8 +337,16 @@ def main(args: list[str] | None = None) -> int:
     try:
         spin_until_shutdown(executor)
     finally:
+        # Shutting down: another SIGINT or SIGTERM (a second Ctrl-C, or launch's escalation) stops the wait
+        # for the frame in progress instead of raising KeyboardInterrupt out of the worker's join.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: node.stop_waiting())
         node.destroy_node()
         rclpy.try_shutdown()
+        # Python restores the default handlers while it finalizes, where a late Ctrl-C would kill the process
+        # (exit code -2); ignored ones stay ignored. SIGTERM keeps its default: it still ends a hanging exit.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return 0
 
 
