@@ -77,6 +77,7 @@ def test_unreadable_and_foreign_files(tmp_path: Path) -> None:
 def test_missing_and_misshaped_tensors_are_listed(tmp_path: Path) -> None:
     path, _ = _saved(tmp_path)
     data = torch.load(path, weights_only=True)
+    del data["tensor_checksum"]  # as a checkpoint written before checksums, so the tensors are checked one by one
     del data["state_dict"]["transformer_decoder.class_embed.bias"]
     data["state_dict"]["transformer_decoder.query_feat.weight"] = torch.zeros(50, 256)
     torch.save(data, path)
@@ -115,7 +116,7 @@ def test_model_configs_extend_a_base(tmp_path: Path) -> None:
     config = ModelConfig.from_yaml(mine)
     assert config.transformer_decoder.num_queries == 50 and config.transformer_decoder.num_layers == 6
     mine.write_text("_base_: pem_stdc1.yaml\nname: x\n")
-    with pytest.raises(ConfigError, match=r"mine\.yaml names .*pem_stdc1\.yaml, which does not exist"):
+    with pytest.raises(ConfigError, match=r"mine\.yaml names .*pem_stdc1\.yaml', which does not exist"):
         ModelConfig.from_yaml(mine)
 
 

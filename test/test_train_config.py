@@ -64,7 +64,7 @@ def test_training_config_extends_its_base(tmp_path: Path) -> None:
                                           r".*middle\.yaml, .*base\.yaml\)"):
         TrainConfig.from_yaml(top)
     for text, message in [
-        ("_base_: absent.yaml\n", r"'_base_: absent\.yaml' in .*top\.yaml names .*absent\.yaml, which does not exist"),
+        ("_base_: absent.yaml\n", r"'_base_' in .*top\.yaml names '.*absent\.yaml', which does not exist"),
         ("_base_: [a.yaml]\n", r"'_base_' in .*top\.yaml must be the name of the YAML file it extends"),
         ("_base_: top.yaml\n", r"extends itself through _base_: .*top\.yaml -> .*top\.yaml"),
     ]:

@@ -35,6 +35,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,6 +45,9 @@ from ros_seg.models.class_metadata import ClassMetadata
 from ros_seg.models.families import model_family
 from ros_seg.models.load import LoadedModel, load_model
 from ros_seg.models.model_config import ModelConfig
+from ros_seg.models.nested_data_limits import check_nested_data
+from ros_seg.models.quoted_excerpt import excerpt
+from ros_seg.models.strict_config import CONFIG_LIMITS
 from ros_seg.ops.deform_conv_onnx import OPSET
 from ros_seg.ops.ms_deform_attn_onnx import tensorrt_plugin_export
 
@@ -208,14 +212,51 @@ def read_onnx_info(path: str | Path) -> OnnxModelInfo:
             f"{path} is not a ros_seg ONNX export (no ros_seg metadata): export it with "
             "`ros-seg export --format onnx`"
         )
-    size_text = props[f"{_KEY}input_size"]
-    input_size = None if size_text == "dynamic" else tuple(int(v) for v in size_text.split("x"))
-    return OnnxModelInfo(
-        config=ModelConfig.from_dict(json.loads(props[f"{_KEY}model_config"]), source=f"{path} (model_config)"),
-        metadata=ClassMetadata.from_dict(json.loads(props[f"{_KEY}class_metadata"])),
-        input_size=input_size,  # type: ignore[arg-type]
-        target=props[f"{_KEY}target"],
-    )
+    target = props[f"{_KEY}target"]
+    if target not in TARGETS:
+        raise OnnxModelError(f"'{_KEY}target' in the metadata of {path} must be one of {TARGETS}, "
+                             f"got {excerpt(target)}")
+    try:
+        config = ModelConfig.from_dict(_json_property(props, "model_config", path), source=f"{path} (model_config)")
+        metadata = ClassMetadata.from_dict(_json_property(props, "class_metadata", path), source=str(path))
+    except ValueError as exc:
+        raise OnnxModelError(str(exc)) from None
+    return OnnxModelInfo(config=config, metadata=metadata, input_size=_input_size(props, path), target=target)
+
+
+MAX_INPUT_SIDE = 16384
+"""Largest height or width an ONNX export may fix (an image of that size is already 800 MB of float input)."""
+MAX_METADATA_CHARS = 1 << 20
+
+
+def _json_property(props: dict[str, str], name: str, path: Path) -> Any:
+    """The JSON value of metadata property `ros_seg.<name>`, its size and structure within limits."""
+    text = props[f"{_KEY}{name}"]
+    where = f"'{_KEY}{name}' in the metadata of {path}"
+    if len(text) > MAX_METADATA_CHARS:
+        raise OnnxModelError(f"{where} is longer than {MAX_METADATA_CHARS} characters: refused")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise OnnxModelError(f"{where} nests too deep: refused") from None
+    except ValueError as exc:
+        raise OnnxModelError(f"{where} is not valid JSON ({exc.__class__.__name__} at character "
+                             f"{getattr(exc, 'pos', '?')})") from None
+    check_nested_data(value, where, CONFIG_LIMITS)
+    return value
+
+
+def _input_size(props: dict[str, str], path: Path) -> tuple[int, int] | None:
+    """The (H, W) metadata property `ros_seg.input_size` fixes, None for "dynamic"; each side in [1, MAX_INPUT_SIDE]."""
+    text = props[f"{_KEY}input_size"]
+    if text == "dynamic":
+        return None
+    parts = text.split("x")
+    valid = all(p.isascii() and p.isdigit() and len(p) <= 6 and 1 <= int(p) <= MAX_INPUT_SIDE for p in parts)
+    if len(parts) != 2 or not valid:
+        raise OnnxModelError(f"'{_KEY}input_size' in the metadata of {path} must be 'dynamic' or HEIGHTxWIDTH with "
+                             f"each side in [1, {MAX_INPUT_SIDE}], got {excerpt(text)}")
+    return int(parts[0]), int(parts[1])
 
 
 def cached_export(

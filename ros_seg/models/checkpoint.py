@@ -4,9 +4,17 @@ A checkpoint alone rebuilds its model. Files are read with
 `torch.load(weights_only=True)` (plain containers and tensors only) and written
 atomically (temporary file in the same directory, then rename), so an
 interrupted save never leaves a truncated checkpoint behind.
+
+Reading checks the file before using it: its structure within CHECKPOINT_LIMITS
+(a few KiB of shared references can describe 10^9 values), every key of the
+right type, the model config's values, class metadata that fits the model, and
+the SHA-256 of the tensors that save_checkpoint stores ("tensor_checksum"), so
+flipped bytes in the weights are an error, not a silently different model.
+Checkpoints written before the checksum existed load with a note.
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -16,12 +24,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from ros_seg.models.class_metadata import ClassMetadata
+from ros_seg.models.class_metadata import ClassMetadata, class_metadata
 from ros_seg.models.model_config import ModelConfig
+from ros_seg.models.nested_data_limits import PLAIN_LEAVES, NestedDataLimits, check_nested_data
+from ros_seg.models.quoted_excerpt import excerpt
+from ros_seg.models.tensor_checksum import tensor_checksum
+
+log = logging.getLogger(__name__)
 
 FORMAT = "ros_seg.checkpoint"
 VERSION = 1
 STORAGES = ("fp32", "fp16", "int8")
+CHECKSUM_KEY = "tensor_checksum"
+CHECKPOINT_LIMITS = NestedDataLimits(max_depth=16, max_items=200_000, leaf_types=(*PLAIN_LEAVES, torch.Tensor))
+"""Depth and size of a checkpoint's containers; a training checkpoint of pem_r50 holds about 2000 values."""
 
 
 class CheckpointError(ValueError):
@@ -107,10 +123,17 @@ def save_checkpoint(
             "class_metadata": metadata.to_dict(),
             "state_dict": state,
             "int8_scales": scales,
+            CHECKSUM_KEY: _checksum(state, scales),
             "extra": extra or {},
         },
         path,
     )
+
+
+def _checksum(state: dict[str, torch.Tensor], scales: dict[str, torch.Tensor]) -> str:
+    """The checksum stored with weights `state` and their int8 `scales`."""
+    return tensor_checksum({**{f"state_dict/{k}": v for k, v in state.items()},
+                            **{f"int8_scales/{k}": v for k, v in scales.items()}})
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
@@ -127,18 +150,66 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         if isinstance(data, dict) and "model" in data:
             hint = " (it looks like a detectron2 checkpoint: import it with `ros-seg convert --from-detectron2`)"
         raise CheckpointError(f"{path} is not a ros_seg checkpoint{hint}")
+    try:
+        check_nested_data(data, f"checkpoint {path}", CHECKPOINT_LIMITS)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     if data.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {data.get('version')}, this ros_seg reads {VERSION}")
-    state = dict(data["state_dict"])
-    for key, scale in data.get("int8_scales", {}).items():
+        raise CheckpointError(f"{path} has checkpoint version {excerpt(data.get('version'))}, "
+                              f"this ros_seg reads {VERSION}")
+    state = _tensor_mapping(data, "state_dict", path, required=True)
+    scales = _tensor_mapping(data, "int8_scales", path, required=False)
+    for key, scale in scales.items():
+        values = state.get(key)
+        if values is None or values.dim() < 1 or scale.shape != (values.shape[0],):
+            raise CheckpointError(f"'int8_scales.{key}' in {path} does not fit a tensor of state_dict")
+    _verify_checksum(data, state, scales, path)
+    for key in ("model_config", "class_metadata", "extra"):
+        if not isinstance(data.get(key, {}), dict):
+            raise CheckpointError(f"'{key}' in {path} must be a mapping, got {type(data[key]).__name__}")
+    if "model_config" not in data or "class_metadata" not in data:
+        raise CheckpointError(f"{path} lacks '{'model_config' if 'model_config' not in data else 'class_metadata'}'"
+                              ": it cannot rebuild its model")
+    try:
+        config = ModelConfig.from_dict(data["model_config"], source=f"{path} (model_config)")
+        metadata = ClassMetadata.from_dict(data["class_metadata"], source=str(path))
+        classes = class_metadata(config.dataset).num_classes
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    if metadata.num_classes != classes:
+        raise CheckpointError(f"class metadata in {path} names {metadata.num_classes} classes, but its model "
+                              f"(dataset {config.dataset!r}) predicts {classes}")
+    for key, scale in scales.items():
         values = state[key]
         state[key] = (values.float().flatten(1) * scale[:, None]).view(values.shape)
-    return Checkpoint(
-        config=ModelConfig.from_dict(data["model_config"], source=f"{path} (model_config)"),
-        metadata=ClassMetadata.from_dict(data["class_metadata"]),
-        state_dict=state,
-        extra=data.get("extra", {}),
-    )
+    return Checkpoint(config=config, metadata=metadata, state_dict=state, extra=data.get("extra", {}))
+
+
+def _tensor_mapping(data: dict[str, Any], key: str, path: Path, required: bool) -> dict[str, torch.Tensor]:
+    """`data[key]` checked to map names to tensors (a copy); empty when absent and not `required`."""
+    value = data.get(key)
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        found = "nothing" if value is None else type(value).__name__
+        raise CheckpointError(f"'{key}' in {path} must map tensor names to tensors, found {found}")
+    bad = next((k for k, v in value.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        raise CheckpointError(f"'{key}' in {path} must map tensor names to tensors, but {excerpt(bad)} holds a "
+                              f"{type(value[bad]).__name__}")
+    return dict(value)
+
+
+def _verify_checksum(data: dict[str, Any], state: dict[str, torch.Tensor], scales: dict[str, torch.Tensor],
+                     path: Path) -> None:
+    """Compare the stored tensor checksum with the tensors read; a note for checkpoints without one."""
+    stored = data.get(CHECKSUM_KEY)
+    if stored is None:
+        log.info("%s has no tensor checksum (written before ros_seg stored one): its weights are not verified", path)
+        return
+    if stored != _checksum(state, scales):
+        raise CheckpointError(f"the tensors of {path} do not match the checksum stored with them: the file is "
+                              "corrupt (flipped or changed bytes); use another copy")
 
 
 def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:

@@ -6,9 +6,12 @@ train ids so results can be written in the official formats.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ros_seg.models.coco_panoptic_classes import COCO_PANOPTIC
+from ros_seg.models.quoted_excerpt import excerpt
 
 IGNORE_ID = 255
 
@@ -63,19 +66,41 @@ class ClassMetadata:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> ClassMetadata:
+    def from_dict(cls, data: dict, source: str = "<dict>") -> ClassMetadata:
+        """The metadata of a `to_dict` mapping read from `source` (named in errors), every entry checked."""
+        if not isinstance(data, dict):
+            raise ValueError(f"class metadata in {source} must be a mapping, got {type(data).__name__}")
+        missing = [k for k in ("names", "colors", "is_thing", "label_ids") if k not in data]
+        if missing:
+            raise ValueError(f"class metadata in {source} lacks {', '.join(missing)}")
+
+        def entries(key: str, valid: Callable[[Any], bool], requirement: str) -> list[Any]:
+            values = data[key]
+            if not isinstance(values, list | tuple) or not values:
+                raise ValueError(f"'{key}' of the class metadata in {source} must be a non-empty list, "
+                                 f"got {excerpt(values)}")
+            bad = next((i for i, v in enumerate(values) if not valid(v)), None)
+            if bad is not None:
+                raise ValueError(f"'{key}[{bad}]' of the class metadata in {source} must be {requirement}, "
+                                 f"got {excerpt(values[bad])}")
+            return list(values)
+
+        def is_int(v: Any, low: int, high: int) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+        names = entries("names", lambda v: isinstance(v, str), "a string")
+        colors = entries("colors", lambda v: isinstance(v, list | tuple) and len(v) == 3
+                         and all(is_int(c, 0, 255) for c in v), "three integers in [0, 255]")
+        is_thing = entries("is_thing", lambda v: isinstance(v, bool), "true or false")
+        label_ids = entries("label_ids", lambda v: is_int(v, 0, 1 << 31), "an integer >= 0")
+        ignore_id = data.get("ignore_id", IGNORE_ID)
+        if not is_int(ignore_id, 0, 65535):
+            raise ValueError(f"'ignore_id' of the class metadata in {source} must be an integer in [0, 65535], "
+                             f"got {excerpt(ignore_id)}")
         try:
-            return cls(
-                names=tuple(str(n) for n in data["names"]),
-                colors=tuple(tuple(int(v) for v in c) for c in data["colors"]),
-                is_thing=tuple(bool(t) for t in data["is_thing"]),
-                label_ids=tuple(int(i) for i in data["label_ids"]),
-                ignore_id=int(data.get("ignore_id", IGNORE_ID)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(
-                f"invalid class metadata ({exc!r}): expected keys names, colors, is_thing, label_ids"
-            ) from exc
+            return cls(tuple(names), tuple(tuple(c) for c in colors), tuple(is_thing), tuple(label_ids), ignore_id)
+        except ValueError as exc:
+            raise ValueError(f"class metadata in {source}: {exc}") from None
 
 
 # Cityscapes training classes: (name, label id, color, is_thing), from the official label table.

@@ -7,6 +7,8 @@ may extend another with `_base_: other.yaml` and give only what differs.
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,11 @@ class PanopticSegFormerConfig:
 
 META_ARCHITECTURES = ("mask_former", "panoptic_segformer")
 
+MAX_SIZE = 1 << 16
+"""Largest width, depth or count any integer of a model config may give (a larger one only exhausts memory)."""
+MAY_BE_ZERO = {"pixel_decoder.encoder_layers", "panoptic_segformer.encoder_layers"}
+"""Integer keys that may be 0; every other one must be >= 1."""
+
 
 @dataclass
 class ModelConfig:
@@ -114,6 +121,7 @@ class ModelConfig:
             raise ConfigError(
                 f"'meta_architecture' in {source} must be one of {META_ARCHITECTURES}, got {config.meta_architecture!r}"
             )
+        _check_values(config, source)
         return config
 
     @classmethod
@@ -121,6 +129,34 @@ class ModelConfig:
         """The config in `path`; `_base_: other.yaml` in it extends that file (see read_yaml_with_bases)."""
         data, source = read_yaml_with_bases(path, "model config")
         return cls.from_dict(data, source=source)
+
+
+def _check_values(config: ModelConfig, source: str) -> None:
+    """Ranges the types cannot express: sizes and counts in [1, MAX_SIZE] (MAY_BE_ZERO from 0), thresholds in
+    [0, 1], three finite normalization means and positive deviations."""
+
+    def fail(key: str, requirement: str, value: Any) -> None:
+        raise ConfigError(f"'{key}' in {source} must be {requirement}, got {value!r}")
+
+    for section in dataclasses.fields(config):
+        values = getattr(config, section.name)
+        if not dataclasses.is_dataclass(values):
+            continue
+        for name, annotation in typing.get_type_hints(type(values)).items():
+            key, value = f"{section.name}.{name}", getattr(values, name)
+            numbers = value if isinstance(value, list) else [value]
+            if annotation in (int, list[int]):
+                low = 0 if key in MAY_BE_ZERO else 1
+                if not numbers or not all(low <= v <= MAX_SIZE for v in numbers):
+                    fail(key, f"in [{low}, {MAX_SIZE}]" + (" (each, at least one)" if isinstance(value, list) else ""),
+                         value)
+            elif key.endswith("_threshold") and not 0.0 <= value <= 1.0:
+                fail(key, "in [0, 1]", value)
+    normalization = config.input
+    if len(normalization.pixel_mean) != 3 or not all(math.isfinite(v) for v in normalization.pixel_mean):
+        fail("input.pixel_mean", "three finite numbers (R, G, B)", normalization.pixel_mean)
+    if len(normalization.pixel_std) != 3 or not all(0.0 < v < math.inf for v in normalization.pixel_std):
+        fail("input.pixel_std", "three positive finite numbers (R, G, B)", normalization.pixel_std)
 
 
 def _with_current_keys(data: dict[str, Any], source: str) -> dict[str, Any]:
