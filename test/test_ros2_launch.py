@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 import rclpy
 from rclpy.context import Context
@@ -32,6 +31,7 @@ from ros_seg.msg import SegmentArray
 from test_segmentation_node import check_outputs, seeded_weights  # isort: skip
 from frame_publisher import frame  # isort: skip
 
+psutil = pytest.importorskip("psutil", reason="psutil comes with the ROS 2 launch tools (scripts/setup.sh)")
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(
     shutil.which("ros2") is None or importlib.util.find_spec("launch_ros") is None,

@@ -360,6 +360,41 @@ def test_runtime_parameter_changes_take_effect(client: Client) -> None:
     check_outputs(client.wait_outputs("/raw", stamp_of(sent), tuple(OUTPUTS)), sent, HEIGHT, WIDTH)
 
 
+def test_lazy_node_skips_the_model_without_subscribers(client: Client) -> None:
+    """With every subscribed output switched off nobody listens: frames are counted as skipped, not segmented;
+    the model runs again once an output is wanted (or with lazy off)."""
+    flags = ("publish_semantic", "publish_panoptic", "publish_segments", "publish_overlay")
+
+    def counts() -> tuple[int, int]:
+        status = client.diagnostics("/raw")
+        return int(status["frames_processed"]), int(status["frames_skipped_no_subscribers"])
+
+    def after_frame(stamp_sec: int, changed: Callable[[tuple[int, int], tuple[int, int]], bool]) -> dict:
+        before = counts()
+        client.pub["raw"].publish(image_msg(random_image("rgb8"), "rgb8", stamp_sec))
+        found: list[dict] = []
+
+        def done() -> bool:
+            status = client.diagnostics("/raw")
+            found.append(status)
+            return changed(before, (int(status["frames_processed"]), int(status["frames_skipped_no_subscribers"])))
+
+        assert client.spin_until(done, timeout=30), f"counts stayed at {before}"
+        return found[-1]
+
+    assert all(r.successful for r in set_parameters(client, **dict.fromkeys(flags, False)))
+    try:
+        status = after_frame(60, lambda old, new: new[1] > old[1])
+        assert "idle" in status["message"]
+        assert all(r.successful for r in set_parameters(client, lazy=False))
+        after_frame(61, lambda old, new: new[0] > old[0])
+    finally:
+        assert all(r.successful for r in set_parameters(client, lazy=True, **dict.fromkeys(flags, True)))
+    sent = image_msg(random_image("rgb8"), "rgb8", 62)
+    client.pub["raw"].publish(sent)
+    check_outputs(client.wait_outputs("/raw", stamp_of(sent), tuple(OUTPUTS)), sent, HEIGHT, WIDTH)
+
+
 @pytest.mark.parametrize("extension", [".png", ".jpg"])
 def test_compressed_input_at_network_resolution(client: Client, extension: str) -> None:
     client.pub["camera_info"].publish(camera_info())

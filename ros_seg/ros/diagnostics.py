@@ -1,10 +1,11 @@
 """Frame statistics of the segmentation node and their diagnostic_msgs report.
 
 The node's threads count frames here (received, processed, dropped, rejected,
-failed) and record each processed frame's latency and stage timings; once a
-second the node turns a snapshot into a DiagnosticArray for /diagnostics:
-input and output rates, latency p50/p95, stage means, counts, the last error,
-and the model, backend and device.
+failed, skipped while nobody subscribes to an output) and record each processed
+frame's latency and stage timings; once a second the node turns a snapshot
+into a DiagnosticArray for /diagnostics: input and output rates, latency
+p50/p95, stage means, counts, the last error, and the model, backend and
+device.
 """
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ class FrameStatistics:
     """Thread-safe frame counters and recent per-frame timings.
 
     Every received frame ends up counted once as processed, dropped (replaced
-    by a newer frame before it was processed), rejected (bad input) or failed
-    (error while segmenting or publishing); at most one more is pending.
+    by a newer frame before it was processed), rejected (bad input), failed
+    (error while segmenting or publishing) or skipped (nobody subscribed to an
+    output, so the model did not run); at most one more is pending.
 
     Args:
         status_name: name of the DiagnosticStatus, e.g. "ros_seg: segmentation_node (/camera/seg)".
@@ -42,6 +44,8 @@ class FrameStatistics:
         self.dropped = 0
         self.rejected = 0
         self.failed = 0
+        self.skipped = 0
+        self._idle = False  # the newest frame was skipped: nobody subscribes
         self.last_error = ""
         self._errors_at_last_report = 0
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
@@ -66,10 +70,17 @@ class FrameStatistics:
             self.failed += 1
             self.last_error = reason
 
+    def frame_skipped(self) -> None:
+        """A frame was not segmented because nobody subscribes to any output."""
+        with self._lock:
+            self.skipped += 1
+            self._idle = True
+
     def frame_processed(self, latency_ms: float, timings: dict[str, float]) -> None:
         """A frame's outputs were published `latency_ms` after it arrived; `timings` are its stages in ms."""
         with self._lock:
             self.processed += 1
+            self._idle = False
             self._latencies.append(latency_ms)
             self._timings.append(dict(timings))
 
@@ -87,6 +98,7 @@ class FrameStatistics:
                 "dropped": self.dropped,
                 "rejected": self.rejected,
                 "failed": self.failed,
+                "skipped": self.skipped,
             }
 
     def report(self, stamp: Time) -> DiagnosticArray:
@@ -116,6 +128,7 @@ class FrameStatistics:
                 "frames_dropped": str(self.dropped),
                 "frames_rejected": str(self.rejected),
                 "frames_failed": str(self.failed),
+                "frames_skipped_no_subscribers": str(self.skipped),
                 "last_error": self.last_error,
             }
             values.update({f"{name}_ms": f"{mean:.1f}" for name, mean in stage_means.items()})
@@ -123,6 +136,8 @@ class FrameStatistics:
                 level, message = DiagnosticStatus.WARN, f"{new_errors} frame(s) failed or rejected: {self.last_error}"
             elif self.received == 0:
                 level, message = DiagnosticStatus.OK, "waiting for images"
+            elif self._idle:
+                level, message = DiagnosticStatus.OK, "idle: nobody subscribes to an output, the model does not run"
             else:
                 level, message = DiagnosticStatus.OK, "segmenting"
         values.update(self.details)

@@ -98,6 +98,7 @@ class RuntimeSettings:
     score_threshold: float
     overlap_threshold: float
     overlay_alpha: float
+    lazy: bool
     publish_semantic: bool
     publish_panoptic: bool
     publish_segments: bool
@@ -187,6 +188,9 @@ def parameter_specs() -> tuple[ParameterSpec, ...]:
                       threshold, _within(-1, 1), runtime=True, bounds=(-1, 1)),
         ParameterSpec("overlay_alpha", 0.5, "Weight of the segment colors in the overlay image.",
                       "a number in [0, 1]", _within(0, 1), runtime=True, bounds=(0, 1)),
+        ParameterSpec("lazy", True, "Run the model only while someone subscribes to an enabled output; frames "
+                      "that arrive meanwhile are counted as skipped in diagnostics.", "true or false",
+                      _is_bool, runtime=True, choices=BOOLEAN),
         ParameterSpec("publish_semantic", True, "Publish the semantic label image.", "true or false",
                       _is_bool, runtime=True, choices=BOOLEAN),
         ParameterSpec("publish_panoptic", True, "Publish the panoptic segment-id image.", "true or false",

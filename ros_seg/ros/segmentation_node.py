@@ -10,6 +10,10 @@ and `camera_info`; publishes `semantic`, `panoptic`, `segments`, `overlay`
 The subscription callback only keeps the newest frame in a one-slot buffer (a
 frame replaced before it was processed counts as dropped); a worker thread
 converts, segments and publishes, so the executor never waits on inference.
+With `lazy` (the default) the worker skips the model while nobody subscribes
+to an enabled output and resumes with the first subscriber; the image
+subscription stays, so diagnostics keep the input rate and count the skipped
+frames.
 """
 from __future__ import annotations
 
@@ -244,8 +248,19 @@ class SegmentationNode(Node):
                     f"segmenting a frame failed: {type(exc).__name__}: {exc}", throttle_duration_sec=ERROR_LOG_PERIOD_S
                 )
 
+    def _has_subscribers(self) -> bool:
+        """Whether someone subscribes to an output the node would publish."""
+        runtime = self.runtime
+        wanted = [(runtime.publish_semantic, self._semantic_pub), (runtime.publish_panoptic, self._panoptic_pub),
+                  (runtime.publish_segments, self._segments_pub), (runtime.publish_overlay, self._overlay_pub),
+                  (self.settings.output_resolution == "network", self._camera_info_pub)]
+        return any(enabled and publisher.get_subscription_count() > 0 for enabled, publisher in wanted)
+
     def _process(self, frame: Frame) -> None:
-        """Convert, segment and publish one frame (in the worker thread)."""
+        """Convert, segment and publish one frame (in the worker thread); skipped while nobody listens (lazy)."""
+        if self.runtime.lazy and not self._has_subscribers():
+            self.statistics.frame_skipped()
+            return
         t0 = time.perf_counter()
         msg = frame.msg
         image, encoding = compressed_to_array(msg) if isinstance(msg, CompressedImage) else image_to_array(msg)
