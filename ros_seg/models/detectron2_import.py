@@ -9,15 +9,12 @@ the PEM cross-attention branches `to_query` (features) and `to_key` (queries).
 """
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import torch
 
-from ros_seg.models.checkpoint import CheckpointError
+from ros_seg.models.key_renaming import RenamedWeights, RenameRules, rename_weights
 
 # (pattern on the detectron2 key, replacement) -- first match wins; None drops the key.
-_RULES: list[tuple[str, str | None]] = [
+PEM_RULES: RenameRules = [
     (r"^criterion\.empty_weight$", None),
     (r"^pixel_(mean|std)$", None),
     (r"^backbone\.x(2|4|8|16|32)\.", None),
@@ -72,66 +69,15 @@ _RULES: list[tuple[str, str | None]] = [
         r"transformer_decoder.\1.",
     ),
 ]
-_COMPILED = [(re.compile(p), r) for p, r in _RULES]
-
-
-def rename_detectron2_key(key: str) -> str | None:
-    """ros_seg name of a detectron2 key; None for keys that are dropped.
-
-    Raises KeyError for a key no rule knows.
-    """
-    for pattern, replacement in _COMPILED:
-        if pattern.search(key):
-            return None if replacement is None else pattern.sub(replacement, key)
-    raise KeyError(key)
 
 
 def convert_detectron2_state_dict(
-    weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """Rename a detectron2 PEM state dict to ros_seg names and shapes.
+    weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str = "the detectron2 checkpoint"
+) -> RenamedWeights:
+    """A detectron2 PEM state dict under ros_seg names; `expected` is the target model's state dict.
 
-    `expected` is the target model's state dict (for shapes). Keys that no rule
-    knows are an error listing them; missing and mis-shaped tensors are
-    reported by the strict load that follows.
+    Keys that no rule knows are an error listing them; missing and mis-shaped
+    tensors are reported by the strict load that follows.
     """
-    converted: dict[str, torch.Tensor] = {}
-    unknown = []
-    for key, value in weights.items():
-        try:
-            new_key = rename_detectron2_key(key)
-        except KeyError:
-            unknown.append(key)
-            continue
-        if new_key is None:
-            continue
-        if not isinstance(value, torch.Tensor):
-            value = torch.as_tensor(value)
-        target = expected.get(new_key)
-        if target is not None and value.shape != target.shape and value.numel() == target.numel():
-            value = value.reshape(target.shape)  # e.g. PEM-CA alpha stored as (1, 1, C)
-        converted[new_key] = value
-    if unknown:
-        shown = ", ".join(unknown[:20]) + (f" ... and {len(unknown) - 20} more" if len(unknown) > 20 else "")
-        raise CheckpointError(f"unrecognized tensors in the detectron2 checkpoint: {shown}")
-    return converted
+    return rename_weights(weights, PEM_RULES, expected, source)
 
-
-def read_detectron2_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """The weights of a detectron2 checkpoint file (its "model" entry)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"detectron2 checkpoint {path} does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file or objects beyond plain tensors
-        raise CheckpointError(
-            f"cannot read {path} with weights_only=True ({type(exc).__name__}: {exc}); if it holds training "
-            "state beyond the weights, save just its 'model' dict: torch.save({'model': ckpt['model']}, 'model.pth')"
-        ) from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} is not a detectron2 checkpoint (expected a dict with a 'model' entry)")
-    weights = data.get("model", data)
-    if not isinstance(weights, dict) or not weights:
-        raise CheckpointError(f"{path} holds no weights under 'model'")
-    return weights

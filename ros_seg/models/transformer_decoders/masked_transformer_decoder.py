@@ -29,7 +29,8 @@ class MaskedTransformerDecoder(nn.Module):
     """Queries -> per-layer class and mask predictions.
 
     Args:
-        in_channels: channels of the multi-scale features from the pixel decoder.
+        in_channels: channels of the multi-scale features from the pixel decoder (projected to
+            hidden_dim by a 1x1 conv when they differ).
         num_classes: number of classes K (the head predicts K + 1).
         hidden_dim: model width.
         num_queries: number of learnable queries.
@@ -62,10 +63,16 @@ class MaskedTransformerDecoder(nn.Module):
         self.num_levels = num_levels
         self.num_classes = num_classes
         self.position_encoding = SinePositionEncoding(hidden_dim // 2)
-        self.input_proj = nn.ModuleList(nn.Conv2d(in_channels, hidden_dim, 1) for _ in range(num_levels))
+        # As Mask2Former: a 1x1 projection only where the feature width differs from the decoder's
+        # (PEM: 128 -> 256); at equal widths the features enter as they are.
+        self.input_proj = nn.ModuleList(
+            nn.Conv2d(in_channels, hidden_dim, 1) if in_channels != hidden_dim else nn.Identity()
+            for _ in range(num_levels)
+        )
         for proj in self.input_proj:
-            nn.init.kaiming_uniform_(proj.weight, a=1)
-            nn.init.zeros_(proj.bias)
+            if isinstance(proj, nn.Conv2d):
+                nn.init.kaiming_uniform_(proj.weight, a=1)
+                nn.init.zeros_(proj.bias)
         self.level_embed = nn.Embedding(num_levels, hidden_dim)
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
