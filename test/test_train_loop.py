@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
+import re
+import resource
 import signal
 import subprocess
 import sys
@@ -212,6 +215,8 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(workspace: Path) -> No
     assert pointer.read_text().strip() == "model_0000004.pt", "the run ended before it could be killed"
     assert not (interrupted / "model_final.pt").exists()
     finish(uninterrupted_run)
+    with open(interrupted / LOG_FILE, "a") as log_file:
+        log_file.write('{"iter": 5, "loss_ce": 0.')  # as a kill while a line is written leaves the log
 
     finish(start_training(config, interrupted, "--resume"))
     expected = {r["iter"]: r for r in read_log(reference)}
@@ -231,6 +236,30 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(workspace: Path) -> No
         other = b.extra["optimizer"]["state"][index]
         for key in ("step", "exp_avg", "exp_avg_sq"):
             assert torch.allclose(state[key], other[key], atol=1e-6), (index, key)
+
+
+def _file_size_limit(limit: int) -> None:
+    """In a child process: files may not grow past `limit` bytes; a write past it fails with EFBIG (SIGXFSZ,
+    which would kill the process instead, ignored), a real OS-level failure of the write."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def test_a_checkpoint_that_cannot_be_written_ends_training_with_one_line(workspace: Path) -> None:
+    config = write_config(workspace, "no_room", checkpoint_period=2, solver={"max_iters": 4})
+    out = workspace / "no_room"
+    process = subprocess.run(
+        [sys.executable, "-m", "ros_seg.cli", "train", "--config", str(config), "--out", str(out), "--device", "cpu"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120,
+        preexec_fn=functools.partial(_file_size_limit, 4 << 20),
+    )
+    assert process.returncode == 2, process.stderr[-3000:]
+    assert "Traceback" not in process.stderr
+    last = process.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"ros-seg train: error: cannot write checkpoint {re.escape(str(out))}/model_0000002\.pt: "
+                        r"it needs about \d+\.\d MiB, more than this process's file size limit allows \(ulimit -f\)",
+                        last), last
+    assert not list(out.glob(".*.tmp")) and not list(out.glob("*.pt"))
 
 
 def test_resume_and_fresh_runs_check_the_output_folder(workspace: Path) -> None:
@@ -349,21 +378,22 @@ def test_loss_falls_for_deformable_encoder_models(workspace: Path, variant: str)
 
 
 def test_best_metric_keeps_the_best_evaluation_across_a_resume(workspace: Path) -> None:
-    config = write_config(workspace, "best", best_metric="miou", eval_period=2, checkpoint_period=2,
+    config = write_config(workspace, "best", best_metric="miou", eval_period=2, checkpoint_period=2, keep_checkpoints=1,
                           data={"val_split": "val", "eval_size": list(SIZE)}, solver={"max_iters": 4})
     out = workspace / "best"
     first = train(TrainConfig.from_yaml(config), out, max_iters=4)
+    (out / ".model_0000006.pt.k1ll3d.tmp").write_bytes(b"PK\x03\x04")  # a save cut short by a kill: removed
     result = train(TrainConfig.from_yaml(config), out, resume=True, max_iters=8)
     scores = {r["iter"]: r["eval"]["miou"] for r in read_log(out) if "eval" in r}
     assert sorted(scores) == [2, 4, 6, 8]
     # The hooks' order shows in the log (an iteration's loss line, then its evaluation) and in the files: the
-    # first run ended with model_final.pt at 4 (no periodic checkpoint there), the resumed one wrote one at 6.
+    # first run ended with model_final.pt at 4 (no periodic checkpoint there), the resumed one wrote one at 6,
+    # which replaced the one of 2 (keep_checkpoints: 1).
     assert [(r["iter"], "eval" in r) for r in read_log(out)] == [
         (1, False), (2, False), (2, True), (3, False), (4, False), (4, True),
         (5, False), (6, False), (6, True), (7, False), (8, False), (8, True)]
     assert sorted(p.name for p in out.iterdir()) == sorted([
-        CONFIG_FILE, LAST_CHECKPOINT, LOG_FILE, "model_0000002.pt", "model_0000006.pt", "model_best.pt",
-        "model_final.pt"])
+        CONFIG_FILE, LAST_CHECKPOINT, LOG_FILE, "model_0000006.pt", "model_best.pt", "model_final.pt"])
     best_iteration = max(scores, key=lambda i: (scores[i], -i))  # the first of equal scores
     assert result["best"] == {"checkpoint": str(out / "model_best.pt"), "iteration": best_iteration,
                               "metric": "miou", "score": scores[best_iteration]}

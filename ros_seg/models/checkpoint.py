@@ -14,8 +14,10 @@ Checkpoints written before the checksum existed load with a note.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,8 +63,15 @@ class Checkpoint:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file next to `path`, fsync, then rename over it."""
+    """torch.save to a temporary file next to `path`, fsync, then rename over it.
+
+    A full disk (or quota, or file size limit) is an OSError of one line naming
+    `path`, the space the file needs and the space free; the temporary file is removed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -75,9 +84,48 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        Path(tmp).unlink(missing_ok=True)
+        cause = _write_error(exc)
+        if cause is None:
+            raise
+        error = OSError(_no_room_message(cause.errno, path, _tensor_bytes(obj)))  # its text is the message alone
+        error.errno = cause.errno
+        raise error from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_error(exc: BaseException) -> OSError | None:
+    """The OSError of a full disk, quota or file size limit behind `exc` (torch.save wraps it in a RuntimeError)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _no_room_message(code: int, path: Path, needed: int) -> str:
+    mib = 1 << 20
+    if code == errno.EFBIG:
+        return (f"cannot write checkpoint {path}: it needs about {needed / mib:.1f} MiB, more than this process's "
+                "file size limit allows (ulimit -f)")
+    free = shutil.disk_usage(path.parent).free
+    return (f"no space left to write checkpoint {path}: it needs about {needed / mib:.1f} MiB, "
+            f"{free / mib:.1f} MiB are free there; free some space or write to another folder")
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a checkpoint's contents (about the size of the file)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
 
 
 def _quantize_int8(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

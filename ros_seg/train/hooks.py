@@ -23,7 +23,13 @@ from ros_seg.train.distributed import barrier
 from ros_seg.train.evaluation import evaluate
 from ros_seg.train.loop import Hook, StepResult
 from ros_seg.train.metrics_log import MetricsLog
-from ros_seg.train.run_files import BEST_CHECKPOINT, FINAL_CHECKPOINT, checkpoint_name, point_last_checkpoint_at
+from ros_seg.train.run_files import (
+    BEST_CHECKPOINT,
+    FINAL_CHECKPOINT,
+    checkpoint_name,
+    point_last_checkpoint_at,
+    remove_old_checkpoints,
+)
 from ros_seg.train.training_run import TrainingRun
 from ros_seg.train.training_state import capture_training_state
 
@@ -104,7 +110,8 @@ class ProgressBar(Hook):
 
 class PeriodicCheckpointer(Hook):
     """Writes `model_{iteration:07d}.pt` every checkpoint_period iterations and `model_final.pt` after the last,
-    atomically, and points `last_checkpoint` at the newest.
+    atomically, points `last_checkpoint` at the newest and deletes periodic checkpoints beyond the newest
+    keep_checkpoints.
 
     A checkpoint holds the model config, class metadata and weights (loadable by
     every ros_seg tool) and, under "extra", the training state a resume restores
@@ -129,6 +136,7 @@ class PeriodicCheckpointer(Hook):
         if run.context.is_main:
             save_checkpoint(run.out_dir / name, run.model, run.model_config, run.metadata, extra=extra)
             point_last_checkpoint_at(run.out_dir, name)
+            remove_old_checkpoints(run.out_dir, run.config.keep_checkpoints)
         barrier()
 
 

@@ -3,15 +3,22 @@
 Lines of logged iterations hold {"iter", the loss terms, "loss", "grad_norm",
 "lr", "time", "data_time"}; lines of evaluations {"iter", "eval": report}. Only
 rank 0 writes it. A resume first drops the lines of iterations after its
-checkpoint, so the log reads as that of one uninterrupted run.
+checkpoint, so the log reads as that of one uninterrupted run. A last line cut
+short (a run killed while writing it) is left out when the log is read and
+dropped from the file by the resume's rewrite, with a warning; a broken line
+before it is an error naming the file and line.
 """
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+from ros_seg.models.quoted_excerpt import excerpt
 from ros_seg.train.run_files import LOG_FILE, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 
 class MetricsLog:
@@ -29,7 +36,24 @@ class MetricsLog:
         """Every line of the log, in order (none when there is no log yet)."""
         if not self.path.is_file():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        lines = self.path.read_text(errors="replace").splitlines()
+        records = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                if number == len(lines):
+                    log.warning("%s: its last line (%d) is incomplete, as a run killed while writing it leaves it: "
+                                "left out (a resume removes it from the file)", self.path, number)
+                    break
+                raise ValueError(f"{self.path}, line {number}, is not a JSON object: {excerpt(line)}; fix or "
+                                 "delete that line")
+            records.append(record)
+        return records
 
     def truncate_after(self, iteration: int) -> None:
         """Drop the lines of iterations after `iteration` (written by a run that was interrupted)."""

@@ -4,12 +4,16 @@ OUT holds `train_config.json` (the configuration of the latest start),
 `metrics.jsonl` (see `ros_seg.train.metrics_log`), `model_{iteration:07d}.pt`
 periodic checkpoints, `model_final.pt`, `model_best.pt` (with best_metric) and
 `last_checkpoint`, one line naming the newest checkpoint, which `--resume`
-continues from.
+continues from. Files are replaced atomically through temporary files named
+`.NAME[.XXXXXXXX].tmp` next to them; a run killed while writing one leaves it
+behind, and the next start in the folder removes it.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 from pathlib import Path
 
 from ros_seg.train.train_config import TrainConfig
@@ -19,11 +23,38 @@ LAST_CHECKPOINT = "last_checkpoint"
 FINAL_CHECKPOINT = "model_final.pt"
 BEST_CHECKPOINT = "model_best.pt"
 CONFIG_FILE = "train_config.json"
+TEMPORARY_PATTERN = ".*.tmp"
+"""Temporary files of atomic writes (atomic_write_text here, ros_seg.models.checkpoint.atomic_torch_save)."""
+PERIODIC_CHECKPOINT = re.compile(r"model_(\d{7})\.pt")
+
+log = logging.getLogger(__name__)
 
 
 def checkpoint_name(iteration: int) -> str:
     """File name of the periodic checkpoint after `iteration` iterations."""
     return f"model_{iteration:07d}.pt"
+
+
+def periodic_checkpoints(out_dir: Path) -> list[Path]:
+    """The periodic checkpoints `model_NNNNNNN.pt` in `out_dir`, oldest iteration first."""
+    found = [p for p in Path(out_dir).glob("model_*.pt") if PERIODIC_CHECKPOINT.fullmatch(p.name)]
+    return sorted(found, key=lambda p: p.name)
+
+
+def remove_old_checkpoints(out_dir: Path, keep: int) -> None:
+    """Delete all but the newest `keep` periodic checkpoints of `out_dir` (keep 0: delete none)."""
+    if keep <= 0:
+        return
+    for old in periodic_checkpoints(out_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+        log.info("removed %s (keep_checkpoints: %d)", old, keep)
+
+
+def remove_temporary_files(out_dir: Path) -> None:
+    """Delete the temporary files of writes into `out_dir` that a killed run left half-written."""
+    for leftover in sorted(Path(out_dir).glob(TEMPORARY_PATTERN)):
+        leftover.unlink(missing_ok=True)
+        log.warning("removed %s, a file half-written by an interrupted run", leftover)
 
 
 def latest_checkpoint(out_dir: Path) -> Path | None:

@@ -94,7 +94,10 @@ class TrainConfig:
     start the run (fine-tuning; imagenet_weights is then not loaded); optimizer,
     schedule and iteration start fresh.
     eval_period / checkpoint_period: iterations between evaluations / checkpoints
-    (0: only at the end). log_period: iterations between log lines.
+    (0: only at the end). keep_checkpoints: how many periodic checkpoints
+    (model_NNNNNNN.pt) stay on disk, the newest; older ones are deleted as new
+    ones are written (0: keep all; model_final.pt and model_best.pt are never
+    deleted). log_period: iterations between log lines.
     best_metric: null, or one of BEST_METRICS: after each evaluation that beats
     the previous ones on it, the weights are also written to model_best.pt.
     """
@@ -105,6 +108,7 @@ class TrainConfig:
     init_weights: str | None = None
     eval_period: int = 5000
     checkpoint_period: int = 5000
+    keep_checkpoints: int = 3
     log_period: int = 20
     best_metric: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
@@ -164,7 +168,7 @@ def _validate(config: TrainConfig, source: str) -> None:
         fail("loss.oversample_ratio", ">= 1", loss.oversample_ratio)
     if not 0.0 <= loss.importance_sample_ratio <= 1.0:
         fail("loss.importance_sample_ratio", "in [0, 1]", loss.importance_sample_ratio)
-    for key in ("eval_period", "checkpoint_period", "log_period"):
+    for key in ("eval_period", "checkpoint_period", "keep_checkpoints", "log_period"):
         if getattr(config, key) < 0:
             fail(key, ">= 0", getattr(config, key))
     if config.best_metric is not None:

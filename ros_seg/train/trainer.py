@@ -19,7 +19,7 @@ from typing import Any
 from ros_seg.train.hooks import BestWeights, MetricsLogger, PeriodicCheckpointer, PeriodicEvaluator, ProgressBar
 from ros_seg.train.loop import Hook, TrainLoop
 from ros_seg.train.metrics_log import MetricsLog
-from ros_seg.train.run_files import BEST_CHECKPOINT, FINAL_CHECKPOINT, write_train_config
+from ros_seg.train.run_files import BEST_CHECKPOINT, FINAL_CHECKPOINT, remove_temporary_files, write_train_config
 from ros_seg.train.train_config import TrainConfig
 from ros_seg.train.training_run import TrainingRun, build_training_run
 
@@ -39,6 +39,7 @@ def run_training(run: TrainingRun) -> dict[str, Any]:
     rank 0, None elsewhere or without a validation split), and "best" {"checkpoint", "iteration", "metric",
     "score"} when best_metric is set and an evaluation scored."""
     if run.context.is_main:
+        remove_temporary_files(run.out_dir)
         write_train_config(run.out_dir, run.config)
     hooks, evaluator, best = standard_hooks(run)
     TrainLoop(run, hooks).train()
