@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Python packages that come with an extra of the pip package (pyproject.toml) rather than with its core.
-EXTRA_OF_PACKAGE = {"rosbags": "replay", "matplotlib": "replay", "onnx": "onnx", "onnxruntime": "onnx"}
+EXTRA_OF_PACKAGE = {
+    "rosbags": "replay", "apsw": "replay", "matplotlib": "replay", "onnx": "onnx", "onnxruntime": "onnx",
+}
 
 
 def _register_unavailable(sub: argparse._SubParsersAction, name: str, package: str) -> None:

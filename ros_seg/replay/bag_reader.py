@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import apsw
 import numpy as np
 from rosbags.interfaces import Connection
 from rosbags.rosbag2 import Reader
@@ -47,7 +48,7 @@ GT_TOPICS = (GT_SEMANTIC_TOPIC, GT_PANOPTIC_TOPIC, GT_SEGMENTS_TOPIC)
 # A frame whose ground truth has not come within this much bag time after its first message is given up on.
 MATCH_WINDOW_NS = 2_000_000_000
 # What a damaged bag raises while it is opened or read.
-_BAG_ERRORS = (ReaderError, sqlite3.Error, struct.error, EOFError, IndexError, KeyError, UnicodeDecodeError)
+_BAG_ERRORS = (ReaderError, sqlite3.Error, apsw.Error, struct.error, EOFError, IndexError, KeyError, UnicodeDecodeError)
 
 
 def ground_truth_of(semantic: Any, panoptic: Any, segments: Any, metadata: ClassMetadata) -> GroundTruth:

@@ -50,6 +50,7 @@ from ros_seg.replay.bag_types import (
     replay_typestore,
     segment_array_message,
 )
+from ros_seg.replay.mcap_chunk_crc import write_chunk_crcs
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 GT_SEMANTIC_TOPIC = "/ground_truth/semantic"
@@ -228,8 +229,10 @@ class ReplayBagWriter:
         self.frames += 1
 
     def close(self) -> None:
-        """Finish the bag (its index and metadata.yaml)."""
+        """Finish the bag (its index and metadata.yaml; the CRCs of an mcap file's chunks)."""
         self._writer.close()
+        for mcap_file in self.path.glob("*.mcap"):
+            write_chunk_crcs(mcap_file)
 
     def __enter__(self) -> ReplayBagWriter:
         return self
