@@ -40,7 +40,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ros_seg.inference.model_cache import cache_dir, file_digest, text_digest
+from ros_seg.inference.model_cache import (
+    cache_dir,
+    durable_replace,
+    file_digest,
+    intact_entry,
+    record_entry,
+    text_digest,
+)
 from ros_seg.models.class_metadata import ClassMetadata
 from ros_seg.models.families import model_family
 from ros_seg.models.load import LoadedModel, load_model
@@ -188,7 +195,7 @@ def export_onnx(
         )
         onnx.checker.check_model(graph)
         onnx.save(graph, tmp)
-        os.replace(tmp, out)
+        durable_replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)
     log.info("exported %s (%s input, target %s) to %s", loaded.config.name, size_text, target, out)
@@ -270,8 +277,9 @@ def cached_export(
     size_text = "dynamic" if input_size is None else f"{input_size[0]}x{input_size[1]}"
     key = text_digest(f"{file_digest(weights)}|{size_text}|{target}|{torch.__version__}")
     path = cache_dir("onnx") / f"{Path(weights).stem}-{size_text}-{target}-{key}.onnx"
-    if not path.is_file():
+    if not intact_entry(path):
         log.info("exporting %s to the ONNX cache (once per checkpoint, size and target)", weights)
         loaded = load_model(model, weights)
         export_onnx(loaded, path, input_size or DYNAMIC_TRACE_SIZE, dynamic=input_size is None, target=target)
+        record_entry(path)
     return path

@@ -19,7 +19,14 @@ from pathlib import Path
 
 import torch
 
-from ros_seg.inference.model_cache import cache_dir, file_digest, text_digest
+from ros_seg.inference.model_cache import (
+    cache_dir,
+    durable_replace,
+    file_digest,
+    intact_entry,
+    record_entry,
+    text_digest,
+)
 from ros_seg.inference.onnx_export import INPUT_NAME
 
 log = logging.getLogger(__name__)
@@ -52,7 +59,7 @@ def _write_atomically(path: Path, data: bytes | memoryview) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
+        durable_replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -124,8 +131,9 @@ def engine_for(onnx_path: str | Path, input_size: tuple[int, int], precision: st
     key = text_digest(f"{file_digest(onnx_path)}|{platform}|{input_size[0]}x{input_size[1]}|{precision}")
     folder = cache_dir("tensorrt")
     engine_path = folder / f"{Path(onnx_path).stem}-{input_size[0]}x{input_size[1]}-{precision}-{key}.engine"
-    if not engine_path.is_file():
+    if not intact_entry(engine_path):
         build_engine(onnx_path, engine_path, input_size, precision, folder / f"timing-{platform}.cache")
+        record_entry(engine_path)
     return engine_path
 
 
