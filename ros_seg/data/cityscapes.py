@@ -157,7 +157,8 @@ class CityscapesDataset:
 
     def _panoptic_sample(self, frame: layout.FrameName) -> Sample:
         annotation = self._annotations[frame.stem]
-        png = layout.panoptic_png_dir(self.root, self.split) / annotation["file_name"]
+        png = layout.annotation_png_path(layout.panoptic_png_dir(self.root, self.split), annotation,
+                                         layout.panoptic_json_path(self.root, self.split))
         panoptic = layout.rgb_to_id(layout.read_png(png, 3))
         segments = sorted(annotation["segments_info"], key=lambda s: s["id"])
         ids = np.array([s["id"] for s in segments], dtype=np.int64)

@@ -28,6 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from ros_seg.models.class_metadata import ClassMetadata
+from ros_seg.models.quoted_excerpt import excerpt
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
@@ -100,6 +101,19 @@ def panoptic_json_path(root: Path, split: str) -> Path:
 def panoptic_png_dir(root: Path, split: str) -> Path:
     """``root/gtFine/cityscapes_panoptic_{split}/``, the folder of the panoptic PNGs."""
     return Path(root) / "gtFine" / f"cityscapes_panoptic_{split}"
+
+
+def annotation_png_path(folder: Path, annotation: dict, json_path: Path) -> Path:
+    """The PNG a panoptic annotation of `json_path` names, in `folder`: its file_name must be a file name inside
+    that folder (no absolute path, no '..', no link leading out), so a json cannot make us read other files."""
+    file_name = annotation.get("file_name")
+    where = f"'file_name' of annotation {excerpt(annotation.get('image_id'))} in {json_path}"
+    if not isinstance(file_name, str) or not file_name or "\0" in file_name:
+        raise ValueError(f"{where} must be the name of a PNG file, got {excerpt(file_name)}")
+    path = Path(folder) / file_name
+    if Path(file_name).is_absolute() or not path.resolve().is_relative_to(Path(folder).resolve()):
+        raise ValueError(f"{where} names {excerpt(file_name)}, which is outside {folder}: refused")
+    return path
 
 
 def read_png(path: Path, channels: int) -> np.ndarray:

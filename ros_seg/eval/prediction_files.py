@@ -196,8 +196,9 @@ def score_panoptic_predictions(gt_root: Path, pred: Path, split: str = "val",
         if image_id not in pred_annotations:
             raise FileNotFoundError(f"no prediction for ground-truth image {image_id} in {pred_json}")
         pred_annotation = pred_annotations[image_id]
-        gt_map = layout.rgb_to_id(layout.read_png(gt_png_dir / gt_annotation["file_name"], 3))
-        pred_map = layout.rgb_to_id(layout.read_png(pred_png_dir / pred_annotation["file_name"], 3))
+        gt_map = layout.rgb_to_id(layout.read_png(layout.annotation_png_path(gt_png_dir, gt_annotation, gt_json), 3))
+        pred_map = layout.rgb_to_id(
+            layout.read_png(layout.annotation_png_path(pred_png_dir, pred_annotation, pred_json), 3))
         gt_classes = _segment_classes(gt_annotation["segments_info"], metadata, f"{gt_json} image {image_id}")
         pred_classes = _segment_classes(pred_annotation["segments_info"], metadata, f"{pred_json} image {image_id}")
         present = set(np.unique(pred_map).tolist()) - {0}
