@@ -153,7 +153,8 @@ def _reference_panoptic_pixels(logits, scores, valid, padded, out):
     probs = resize_valid_region(logits, valid, padded, out).sigmoid()
     winner = (probs * scores[:, None, None]).argmax(0)
     inside = probs.gather(0, winner[None])[0] >= 0.5
-    return winner, inside, (probs >= 0.5).flatten(1).sum(1)
+    won = torch.bincount(winner.flatten(), minlength=logits.shape[0])
+    return winner, inside, (probs >= 0.5).flatten(1).sum(1), won
 
 
 def _smooth_logits(n: int, h: int, w: int, seed: int) -> torch.Tensor:
@@ -181,26 +182,31 @@ def test_cell_upsampling_equals_full_resolution(low, valid, padded, out, label_p
 
     class_logits = torch.randn(12, K + 1) * 3
     masks = _smooth_logits(12, *low, seed=1)
-    ours = semantic_inference(class_logits, masks, valid, padded, out)
+    ours = semantic_inference(class_logits, masks, valid, padded, out, rule="fast")
     ref = _reference_semantic(class_logits, masks, valid, padded, out)
     assert ours.shape == out and (ours == ref).float().mean() > 0.9999
+    authors = semantic_inference(class_logits, masks, valid, padded, out)
+    upsampled = resize_valid_region(masks, valid, padded, out).sigmoid()
+    ref_authors = torch.einsum("qk,qhw->khw", class_logits.softmax(-1)[:, :-1], upsampled).argmax(0)
+    assert authors.shape == out and (authors == ref_authors).float().mean() > 0.9999
 
     scores = torch.rand(12) * 0.5 + 0.5
     grid = CellGrid.create(low, valid, padded, out, torch.device("cpu"))
-    ref_winner, ref_inside, ref_area = _reference_panoptic_pixels(masks, scores, valid, padded, out)
+    ref_winner, ref_inside, ref_area, ref_won = _reference_panoptic_pixels(masks, scores, valid, padded, out)
     ref_labels = torch.where(ref_inside, ref_winner + 1, 0)
     if label_path == "compiled":
-        rendered, counts, area = cpu_label_kernels.query_label_map(masks, scores, grid)
-        tensor_labels, tensor_area = _panoptic_labels(masks, scores, grid)
+        rendered, counts, area, won = cpu_label_kernels.query_label_map(masks, scores, grid)
+        tensor_labels, tensor_area, tensor_won = _panoptic_labels(masks, scores, grid)
         # The two implementations agree exactly, not only up to ties.
         assert rendered.dtype == torch.uint8
         assert rendered.tolist() == tensor_labels.render(torch.int32).tolist()
-        assert area.tolist() == tensor_area.tolist()
+        assert area.tolist() == tensor_area.tolist() and won.tolist() == tensor_won.tolist()
     else:
-        labels, area = _panoptic_labels(masks, scores, grid)
+        labels, area, won = _panoptic_labels(masks, scores, grid)
         rendered, counts = labels.render(torch.int32), labels.counts(13)
     assert (rendered == ref_labels).float().mean() > 0.9999
     assert (area - ref_area).abs().max() <= 2
+    assert (won - ref_won).abs().max() <= 2 and int(won.sum()) == out[0] * out[1]
     assert counts.tolist() == torch.bincount(rendered.flatten().long(), minlength=13).tolist()
 
     # Statistics after mapping queries to segments (two queries share segment 1) equal those of the
@@ -226,11 +232,11 @@ def test_compiled_query_map_widens_past_254_queries() -> None:
     masks = _smooth_logits(300, 8, 12, seed=4)
     scores = torch.rand(300) * 0.5 + 0.5
     grid = CellGrid.create((8, 12), (32, 48), (32, 48), (50, 70), torch.device("cpu"))
-    rendered, counts, area = cpu_label_kernels.query_label_map(masks, scores, grid)
-    labels, tensor_area = _panoptic_labels(masks, scores, grid)
+    rendered, counts, area, won = cpu_label_kernels.query_label_map(masks, scores, grid)
+    labels, tensor_area, tensor_won = _panoptic_labels(masks, scores, grid)
     assert rendered.dtype == torch.int32 and int(rendered.max()) > 255
     assert rendered.tolist() == labels.render(torch.int32).tolist()
-    assert area.tolist() == tensor_area.tolist()
+    assert area.tolist() == tensor_area.tolist() and won.tolist() == tensor_won.tolist()
     assert counts.tolist() == torch.bincount(rendered.flatten().long(), minlength=301).tolist()
 
 

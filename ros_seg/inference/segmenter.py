@@ -72,7 +72,10 @@ class Segmenter:
         output_resolution: "input" (label maps at the image's size) or "network".
         score_threshold: panoptic score threshold (default from the model config).
         overlap_threshold: panoptic overlap threshold (default from the model config).
-            Both make up `default_options`; segment() may be given other options per image.
+        semantic_rule: "authors" (Mask2Former's and PEM's semantic maps: mask logits resized, then
+            sigmoid; what scores are reported with) or "fast" (class scores resized; see
+            ros_seg.models.postprocess.label_maps). The three make up `default_options`; segment()
+            may be given other options per image.
         channels_last: NHWC convolutions (torch backend).
         compile_mode: torch backend: "none" (eager) or a torch.compile mode ("default",
             "reduce-overhead" = with CUDA graphs on GPUs, "max-autotune"); compiles on the first image of a size.
@@ -89,6 +92,7 @@ class Segmenter:
         output_resolution: str = "input",
         score_threshold: float | None = None,
         overlap_threshold: float | None = None,
+        semantic_rule: str = "authors",
         channels_last: bool = False,
         compile_mode: str = "none",
     ) -> None:
@@ -118,6 +122,7 @@ class Segmenter:
         self.default_options = PostprocessOptions(
             defaults.score_threshold if score_threshold is None else score_threshold,
             defaults.overlap_threshold if overlap_threshold is None else overlap_threshold,
+            semantic_rule,
         )
         self.family.prepare(self.device)
 

@@ -111,7 +111,9 @@ class MaskFormerFamily(MetaArchitecture):
         options: PostprocessOptions,
         panoptic: bool = True,
     ) -> tuple[torch.Tensor, PanopticOutput | None]:
-        semantic = semantic_inference(class_logits, mask_logits, valid_size, padded_size, out_size)
+        semantic = semantic_inference(
+            class_logits, mask_logits, valid_size, padded_size, out_size, options.semantic_rule
+        )
         if not panoptic:
             return semantic, None
         segments = panoptic_inference(

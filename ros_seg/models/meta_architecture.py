@@ -18,7 +18,7 @@ from torch import nn
 
 from ros_seg.models.class_metadata import ClassMetadata
 from ros_seg.models.model_config import ModelConfig
-from ros_seg.models.postprocess.label_maps import PanopticOutput
+from ros_seg.models.postprocess.label_maps import SEMANTIC_RULES, PanopticOutput
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,18 @@ class PostprocessOptions:
     score_threshold: least score of a kept segment (MaskFormer: class probability;
         Panoptic SegFormer: class score x mask quality^2).
     overlap_threshold: least share of its own mask a segment must still own after the merge.
+    semantic_rule: MaskFormer semantic maps: "authors" (mask logits resized to the output, then
+        sigmoid: Mask2Former's and PEM's rule, which scores are reported with) or "fast" (class
+        scores formed at mask resolution, then resized); see ros_seg.models.postprocess.label_maps.
     """
 
     score_threshold: float
     overlap_threshold: float
+    semantic_rule: str = "authors"
+
+    def __post_init__(self) -> None:
+        if self.semantic_rule not in SEMANTIC_RULES:
+            raise ValueError(f"semantic_rule must be one of {SEMANTIC_RULES}, got {self.semantic_rule!r}")
 
 
 class MetaArchitecture(ABC):

@@ -355,6 +355,44 @@ def upsampled_argmax(scores: torch.Tensor, grid: CellGrid) -> CellLabels:
     )
 
 
+def upsampled_mask_argmax(class_probs: torch.Tensor, mask_logits: torch.Tensor, grid: CellGrid) -> CellLabels:
+    """argmax over K of sum_q class_probs[k, q] * sigmoid(bilinearly upsampled mask_logits[q]).
+
+    class_probs (K, Q) non-negative, mask_logits (Q, h, w). Sigmoid is monotone and the weights are
+    non-negative, so in a cell each class's score lies between its sums over the queries' lowest and
+    highest corner sigmoids: a cell where one class's lowest exceeds every other class's highest is
+    decided whole; the pixels of the other cells get all Q masks interpolated and summed.
+    """
+    queries = mask_logits.shape[0]
+    corners = grid.low_corners(mask_logits)
+    low, high = corner_range(corners)  # (Q, h, w)
+    lower = torch.einsum("kq,qhw->khw", class_probs, low.sigmoid())
+    upper = torch.einsum("kq,qhw->khw", class_probs, high.sigmoid())
+    best = argmax_first(lower[None])[0]  # (h, w)
+    others = upper.scatter(0, best[None], float("-inf")).amax(0)
+    low_labels = best.to(torch.uint8) if class_probs.shape[0] <= 255 else best
+    decided = grid.expand(lower.gather(0, best[None])[0] > others)
+    cell_i, cell_j = torch.nonzero(~decided, as_tuple=True)
+    indices, values = [], []
+    query = torch.arange(queries, device=mask_logits.device)
+    for part in chunks(cell_i.numel(), MAX_BLOCK_VALUES // (grid.block_size * queries)):
+        ci, cj = cell_i[part], cell_j[part]
+        q = query[:, None].expand(-1, ci.numel()).reshape(-1)  # (Q * U,): every query of every cell
+        cells_i, cells_j = ci.repeat(queries), cj.repeat(queries)
+        masks = grid.block_values(grid.pair_corners(corners, q, cells_i, cells_j), cells_i, cells_j)  # (Q*U, R, C)
+        scores = torch.mm(class_probs, masks.view(queries, -1).sigmoid())  # (K, U * R * C)
+        index, valid = grid.block_pixels(ci, cj)
+        indices.append(index[valid])
+        values.append(scores.argmax(0).view(valid.shape)[valid].to(low_labels.dtype))
+    return CellLabels(
+        grid,
+        grid.expand(low_labels),
+        decided,
+        cat_or_empty(indices, torch.long, mask_logits.device),
+        cat_or_empty(values, low_labels.dtype, mask_logits.device),
+    )
+
+
 def cat_or_empty(parts: list[torch.Tensor], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype, device=device)
 

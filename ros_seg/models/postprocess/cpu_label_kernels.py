@@ -144,11 +144,12 @@ def upsampled_argmax_map(scores: torch.Tensor, grid: CellGrid, dtype: torch.dtyp
 
 
 @numba.njit(cache=True, nogil=True)
-def _query_rows(logits, probs, scores, out, counts, own_area, first, end,
+def _query_rows(logits, probs, scores, out, counts, own_area, won_area, first, end,
                 row_low, row_start, row_count, row_weight, col_low, col_start, col_count, col_weight):
     """Panoptic pixels of cell rows [first, end): out[y, x] = 1 + the query maximising
     scores[q] * sigmoid(bilinear logit q) where that logit is >= 0, else 0; counts[label] += pixels;
-    own_area[q] += pixels where q's bilinear logit is >= 0. probs: sigmoid of the logits (N, h, w);
+    own_area[q] += pixels where q's bilinear logit is >= 0; won_area[q] += pixels q maximises
+    (whether or not its own mask covers them). probs: sigmoid of the logits (N, h, w);
     sigmoid is monotone, so a query's range of values over a cell is scores[q] x the lowest and
     highest corner probability."""
     n_total, h, w = logits.shape
@@ -194,6 +195,7 @@ def _query_rows(logits, probs, scores, out, counts, own_area, first, end,
                 label = best + 1 if low[best] >= 0 else 0
                 out[y0:y0 + ny, x0:x0 + nx] = label
                 counts[label] += ny * nx
+                won_area[best] += ny * nx
                 continue
             if n == 1:  # one query left, whose mask edge crosses the cell: the sign decides
                 _cell_columns(logits[best, i, j], logits[best, i1, j], logits[best, i, j1], logits[best, i1, j1],
@@ -207,6 +209,7 @@ def _query_rows(logits, probs, scores, out, counts, own_area, first, end,
                         inside += label != 0
                 counts[best + 1] += inside
                 counts[0] += ny * nx - inside
+                won_area[best] += ny * nx
                 continue
             for t in range(n):
                 q = candidates[t]
@@ -215,43 +218,39 @@ def _query_rows(logits, probs, scores, out, counts, own_area, first, end,
             for r in range(ny):
                 wy = row_weight[ci, r]
                 for s in range(nx):
-                    covered = False
+                    winner_value = -np.inf
+                    winner = 0
                     for t in range(n):
                         pixel_logit[t] = _lerp(top[t, s], bottom[t, s], wy)
-                        covered |= pixel_logit[t] >= 0
-                    label = 0
-                    if covered:  # else the winner, whichever it is, does not cover the pixel
-                        winner_value = -np.inf
-                        for t in range(n):
-                            v = scores[candidates[t]] * _sigmoid(pixel_logit[t])
-                            if v > winner_value:
-                                winner_value = v
-                                label = candidates[t] + 1 if pixel_logit[t] >= 0 else 0
+                        v = scores[candidates[t]] * _sigmoid(pixel_logit[t])
+                        if v > winner_value:
+                            winner_value, winner = v, t
+                    label = candidates[winner] + 1 if pixel_logit[winner] >= 0 else 0
                     out[y0 + r, x0 + s] = label
                     counts[label] += 1
+                    won_area[candidates[winner]] += 1
 
 
 def query_label_map(logits: torch.Tensor, scores: torch.Tensor, grid: CellGrid
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Panoptic merge of N kept queries on the CPU: logits (N, h, w), scores (N,) ->
     (out_h, out_w) map of 1 + winning query (0 where the winner's own mask does not cover the
     pixel; uint8 for N < 255, else int32), (N + 1,) pixel count of each label, (N,) each query's
-    own mask area (logit >= 0)."""
+    own mask area (logit >= 0), (N,) the pixels each query wins."""
     logits, scores = logits.float().contiguous(), scores.float().contiguous()
     values, probs, weights = logits.numpy(), logits.sigmoid().numpy(), scores.numpy()
     n = values.shape[0]
     out = np.empty(grid.out_size, dtype=np.uint8 if n < 255 else np.int32)
     tables = _tables(grid)
 
-    def work(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-        counts, own = np.zeros(n + 1, np.int64), np.zeros(n, np.int64)
-        _query_rows(values, probs, weights, out, counts, own, a, b, *tables)
-        return counts, own
+    def work(a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        counts, own, won = np.zeros(n + 1, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+        _query_rows(values, probs, weights, out, counts, own, won, a, b, *tables)
+        return counts, own, won
 
     parts = run_in_bands(work, tables[0].shape[0])
-    counts = sum(p[0] for p in parts)
-    own = sum(p[1] for p in parts)
-    return torch.from_numpy(out), torch.from_numpy(counts), torch.from_numpy(own)
+    counts, own, won = (sum(p[i] for p in parts) for i in range(3))
+    return torch.from_numpy(out), torch.from_numpy(counts), torch.from_numpy(own), torch.from_numpy(won)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -314,6 +313,6 @@ def warm_up() -> None:
     for channels, semantic_dtype in ((2, torch.uint8), (255, torch.int64)):
         maps = torch.zeros(channels, 2, 2)
         upsampled_argmax_map(maps, grid, semantic_dtype)
-        labels, _, _ = query_label_map(maps, torch.ones(channels), grid)
+        labels, _, _, _ = query_label_map(maps, torch.ones(channels), grid)
         relabel_with_statistics(labels, torch.arange(channels + 1, dtype=torch.int32), channels + 1)
 

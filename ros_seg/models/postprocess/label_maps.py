@@ -1,10 +1,15 @@
 """From class and mask logits to semantic and panoptic label maps (MaskFormer inference).
 
-All work stays on the logits' device. Semantic scores are formed at mask
-resolution (K class maps); for panoptic, queries are selected first. Results
-are those of bilinearly resizing the valid (unpadded) region of the
-1/4-resolution maps to the output size — scores for semantic, kept mask logits
-for panoptic — but no full-resolution map per class or query is ever built:
+All work stays on the logits' device. Semantic maps follow one of two rules
+(SEMANTIC_RULES): "authors" is Mask2Former's `semantic_inference` (which PEM
+uses): every query's mask logits resized to the output, then sigmoid, class
+scores summed over queries, argmax. "fast" forms the class scores at mask
+resolution (K maps instead of Q) and resizes those; sigmoid is not linear, so
+its maps differ from the authors' at some boundary pixels. For panoptic,
+queries are selected first. Results are those of bilinearly resizing the valid
+(unpadded) region of the 1/4-resolution maps to the output size — mask logits
+for the authors' semantic rule and for panoptic, class scores for the fast
+semantic rule — but no full-resolution map per class or query is ever built:
 most pixels are decided from the low-resolution cells and only those near
 boundaries are interpolated. On the CPU this runs as compiled loops
 (`cpu_label_kernels`); elsewhere as batched tensor operations
@@ -31,6 +36,7 @@ from ros_seg.models.postprocess.cell_upsampling import (
     pair_groups,
     undecided_pairs,
     upsampled_argmax,
+    upsampled_mask_argmax,
 )
 
 
@@ -45,8 +51,14 @@ class PanopticOutput:
     statistics: dict[str, torch.Tensor] | None = None
 
 
+SEMANTIC_RULES = ("authors", "fast")
+
+
 def resize_valid_region(
-    maps: torch.Tensor, valid_size: tuple[int, int], padded_size: tuple[int, int], out_size: tuple[int, int]
+    maps: torch.Tensor,
+    valid_size: tuple[int, int],
+    padded_size: tuple[int, int],
+    out_size: tuple[int, int],
 ) -> torch.Tensor:
     """Bilinearly resample the valid part of prediction maps to `out_size`.
 
@@ -86,15 +98,36 @@ def semantic_inference(
     valid_size: tuple[int, int],
     padded_size: tuple[int, int],
     out_size: tuple[int, int],
+    rule: str = "authors",
 ) -> torch.Tensor:
-    """(Q, K+1), (Q, h, w) -> (H, W) class ids (argmax of the resized class score maps);
-    uint8 when K <= 255, else int64."""
+    """(Q, K+1), (Q, h, w) -> (H, W) class ids by `rule` (see SEMANTIC_RULES); uint8 when K <= 255,
+    else int64."""
+    if rule not in SEMANTIC_RULES:
+        raise ValueError(f"semantic rule must be one of {SEMANTIC_RULES}, got {rule!r}")
+    if rule == "authors":
+        return _semantic_from_upsampled_masks(class_logits, mask_logits, valid_size, padded_size, out_size)
     scores = semantic_scores(class_logits, mask_logits)
     grid = cell_grid(tuple(scores.shape[-2:]), valid_size, padded_size, out_size, scores.device)
     if compiled_kernels(scores.device):
         dtype = torch.uint8 if scores.shape[0] <= 255 else torch.int64
         return cpu_label_kernels.upsampled_argmax_map(scores, grid, dtype)
     labels = upsampled_argmax(scores, grid)
+    return labels.render(labels.cell.dtype)
+
+
+def _semantic_from_upsampled_masks(
+    class_logits: torch.Tensor,
+    mask_logits: torch.Tensor,
+    valid_size: tuple[int, int],
+    padded_size: tuple[int, int],
+    out_size: tuple[int, int],
+) -> torch.Tensor:
+    """The authors' rule: argmax over classes of sum_q softmax(class_q) x sigmoid(mask logits_q resized to
+    the output), decided per low-resolution cell where the bounds allow (see upsampled_mask_argmax)."""
+    probs = class_logits.float().softmax(-1)[:, :-1].t().contiguous()  # (K, Q)
+    logits = mask_logits.float()
+    grid = cell_grid(tuple(logits.shape[-2:]), valid_size, padded_size, out_size, logits.device)
+    labels = upsampled_mask_argmax(probs, logits, grid)
     return labels.render(labels.cell.dtype)
 
 
@@ -109,9 +142,11 @@ def prepare(device: torch.device) -> None:
         cpu_label_kernels.warm_up()
 
 
-def _panoptic_labels(logits: torch.Tensor, scores: torch.Tensor, grid: CellGrid) -> tuple[CellLabels, torch.Tensor]:
+def _panoptic_labels(
+    logits: torch.Tensor, scores: torch.Tensor, grid: CellGrid
+) -> tuple[CellLabels, torch.Tensor, torch.Tensor]:
     """Per output pixel: 1 + the query winning it, where that query's own mask (logit >= 0) covers it,
-    else 0; and each query's own mask area.
+    else 0; each query's own mask area; and the pixels each query wins.
 
     logits (N, h, w) kept queries' low-res mask logits, scores (N,). A pixel's value for
     query q is scores[q] * sigmoid(logit_q), monotone in the logit, so each
@@ -132,8 +167,9 @@ def _panoptic_labels(logits: torch.Tensor, scores: torch.Tensor, grid: CellGrid)
     decided = grid.expand((candidates.sum(0) == 1) & one_sign)
     cell_label = grid.expand(torch.where(best_lowest >= 0, best + 1, torch.zeros_like(best)).to(torch.int32))
 
+    cell_winner = grid.expand((best + 1).to(torch.int32))
     cell_i, cell_j, owner, query = undecided_pairs(grid, candidates, ~decided)
-    indices, values = [], []
+    indices, values, winners = [], [], []
     for cells, pairs in pair_groups(owner, cell_i.numel(), grid):
         q, ci, cj = query[pairs], cell_i[cells], cell_j[cells]
         block = group_blocks(grid, corners, q, ci, cj)  # (G, c, R, C) logits
@@ -143,8 +179,10 @@ def _panoptic_labels(logits: torch.Tensor, scores: torch.Tensor, grid: CellGrid)
         index, valid = grid.block_pixels(ci, cj)
         indices.append(index[valid])
         values.append(torch.where(inside, winner + 1, torch.zeros_like(winner))[valid].to(torch.int32))
-    labels = CellLabels(grid, cell_label, decided, cat_or_empty(indices, torch.long, logits.device),
-                        cat_or_empty(values, torch.int32, logits.device))
+        winners.append((winner + 1)[valid].to(torch.int32))
+    index = cat_or_empty(indices, torch.long, logits.device)
+    labels = CellLabels(grid, cell_label, decided, index, cat_or_empty(values, torch.int32, logits.device))
+    won = CellLabels(grid, cell_winner, decided, index, cat_or_empty(winners, torch.int32, logits.device))
 
     # Each query's own mask area (logit >= 0): whole cells whose corners are all >= 0, plus the
     # counted pixels of cells whose corners have both signs.
@@ -155,7 +193,7 @@ def _panoptic_labels(logits: torch.Tensor, scores: torch.Tensor, grid: CellGrid)
         _, valid = grid.block_pixels(ci[part], cj[part])
         area += torch.bincount(q[part], weights=((block >= 0) & valid).flatten(1).sum(1).double(),
                                minlength=n).long()
-    return labels, area
+    return labels, area, won.counts(n + 1)[1:]
 
 
 def panoptic_inference(
@@ -173,8 +211,10 @@ def panoptic_inference(
     Keep queries whose best class is not "no object" and whose score exceeds
     `score_threshold`; each pixel goes to the kept query with the highest
     score x sigmoid(mask); a query's segment is the pixels it wins where its own
-    sigmoid >= 0.5, dropped when that is less than `overlap_threshold` of its
-    whole mask (sigmoid >= 0.5); segments of one stuff class merge into one.
+    sigmoid >= 0.5. As in the authors' code (Mask2Former's `panoptic_inference`, which PEM
+    uses), a query is dropped when all the pixels it wins are fewer than `overlap_threshold` of
+    its whole mask (sigmoid >= 0.5), or when it wins nothing, has no mask or no segment;
+    segments of one stuff class merge into one.
     The segments' statistics come with the map.
     """
     device = mask_logits.device
@@ -188,23 +228,23 @@ def panoptic_inference(
     grid = cell_grid(tuple(logits.shape[-2:]), valid_size, padded_size, out_size, device)
     n = scores.shape[0]
     if compiled_kernels(device):
-        query_map, query_counts, original_area = cpu_label_kernels.query_label_map(logits, scores, grid)
-        mask_area = query_counts[1:]
+        query_map, query_counts, original_area, won_area = cpu_label_kernels.query_label_map(logits, scores, grid)
+        segment_area = query_counts[1:]
     else:
-        pixel_labels, original_area = _panoptic_labels(logits, scores, grid)
-        mask_area = pixel_labels.counts(n + 1)[1:]  # (N,)
+        pixel_labels, original_area, won_area = _panoptic_labels(logits, scores, grid)
+        segment_area = pixel_labels.counts(n + 1)[1:]  # (N,)
 
     # Small per-query decisions: on the host, a few hundred scalars at most.
-    mask_area_h, original_area_h = mask_area.tolist(), original_area.tolist()
+    won_h, original_area_h, segment_area_h = won_area.tolist(), original_area.tolist(), segment_area.tolist()
     labels_h, scores_h = labels.tolist(), scores.tolist()
     query_to_segment = [0] * n
     stuff_segment: dict[int, int] = {}
     seg_classes: list[int] = []
     seg_scores: list[float] = []
     for q in range(n):
-        if mask_area_h[q] == 0 or original_area_h[q] == 0:
+        if won_h[q] == 0 or original_area_h[q] == 0 or segment_area_h[q] == 0:
             continue
-        if mask_area_h[q] / original_area_h[q] < overlap_threshold:
+        if won_h[q] / original_area_h[q] < overlap_threshold:
             continue
         cls = labels_h[q]
         if not metadata.is_thing[cls] and cls in stuff_segment:
