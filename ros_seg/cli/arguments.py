@@ -7,6 +7,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+MAX_IMAGE_SIDE = 16384
+"""Largest image height or width a command takes (16384x16384 RGB is already 805 MB)."""
+RATE_RANGE = (1e-3, 1e6)
+"""Smallest and largest rate (frames per second, or replay speed factor) a command takes."""
+
 
 def image_size(text: str) -> tuple[int, int]:
     """'HxW' (e.g. 1024x2048) -> (H, W)."""
@@ -14,20 +19,40 @@ def image_size(text: str) -> tuple[int, int]:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like HEIGHTxWIDTH (e.g. 1024x2048), got {text!r}") from None
-    if h <= 0 or w <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    if not (0 < h <= MAX_IMAGE_SIDE and 0 < w <= MAX_IMAGE_SIDE):
+        raise argparse.ArgumentTypeError(f"size must be positive and at most {MAX_IMAGE_SIDE} per side, got {text!r}")
     return h, w
 
 
 def positive_rate(text: str) -> float:
-    """A frame rate > 0 in Hz."""
+    """A finite rate in RATE_RANGE (frames per second, or a speed factor)."""
     try:
         rate = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"rate must be a number of frames per second, got {text!r}") from None
-    if not rate > 0:
-        raise argparse.ArgumentTypeError(f"rate must be > 0, got {text!r}")
+    low, high = RATE_RANGE
+    if not low <= rate <= high:
+        raise argparse.ArgumentTypeError(f"rate must be between {low:g} and {high:g}, got {text!r}")
     return rate
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return value
+
+
+def json_destination(text: str) -> str:
+    """'-' (stdout) or a file path in a folder that exists (checked before the work, not after it)."""
+    if text != "-" and not Path(text).parent.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {Path(text).parent} does not exist: create it first or give "
+                                         "another path")
+    return text
 
 
 def add_json_argument(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +62,7 @@ def add_json_argument(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         const="-",
         default=None,
+        type=json_destination,
         help="write the result as one JSON object to OUT ('-' or no value: stdout)",
     )
 
@@ -47,6 +73,4 @@ def write_json(obj: Any, dest: str) -> None:
     if dest == "-":
         sys.stdout.write(text + "\n")
         return
-    path = Path(dest)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
+    Path(dest).write_text(text + "\n")

@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from ros_seg.cli.arguments import add_json_argument, image_size, write_json
+from ros_seg.cli.arguments import add_json_argument, image_size, positive_int, write_json
 from ros_seg.inference.backends.torch_backend import COMPILE_MODES
 from ros_seg.inference.segmenter import BACKENDS
 
@@ -74,7 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="torch backend: torch.compile mode (reduce-overhead adds CUDA graphs on GPUs); the warm-up runs "
         "compile, so give --warmup 3 or more (default none: eager)",
     )
-    p.add_argument("--threads", type=int, help="CPU threads of torch and onnxruntime (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int,
+                   help="CPU threads of torch and onnxruntime (default: torch's choice)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
     p.add_argument("--repeats", type=int, default=10, help="timed runs (default 10)")
     add_json_argument(p)

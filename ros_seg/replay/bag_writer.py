@@ -288,8 +288,8 @@ def write_bag(
         FileNotFoundError: no data folder or no images in it; FileExistsError: `out` exists;
         ValueError: bad arguments or unreadable data.
     """
-    if not rate_hz > 0:
-        raise ValueError(f"--rate must be > 0 frames per second, got {rate_hz}")
+    if not 1e-3 <= rate_hz <= 1e9:  # distinct nanosecond stamps, within int64 for up to 9 million frames
+        raise ValueError(f"--rate must be between 1e-3 and 1e9 frames per second, got {rate_hz}")
     source = frame_source(Path(data), split)
     count = source.count if max_frames is None else min(source.count, max_frames)
     start = time.time_ns() if start_ns is None else start_ns
