@@ -15,9 +15,16 @@ dropped (the node keeps only the newest frame). Predictions are scored
 against the bag's ground truth. With `record`, every output message is also
 written, as received, to a new mcap bag. The node is stopped with SIGINT,
 then SIGTERM.
+
+SIGTERM and SIGHUP (what `timeout`, systemd and CI send) end the replay as
+Ctrl-C does: the node is stopped and the partial report written. Should the
+replay itself be killed (SIGKILL), the kernel sends the node SIGTERM
+(Linux's PR_SET_PDEATHSIG, set in the node's process before it starts), so no
+node outlives its replay.
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
 import queue
@@ -26,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -145,6 +153,36 @@ def node_command(settings: LiveSettings, image_topic: str, compressed: bool) -> 
     return command
 
 
+PR_SET_PDEATHSIG = 1
+"""prctl option: the signal the kernel sends this process when its parent ends (linux/prctl.h)."""
+
+
+def _end_with_parent(parent: int) -> None:
+    """Run in the node's process before it starts: SIGTERM to it when `parent` ends, also by SIGKILL; if `parent`
+    ended already (before the request took effect), end now."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _end_with_this_process() -> Callable[[], None] | None:
+    """The preexec_fn that ties a child to this process's life (Linux only; elsewhere None)."""
+    return partial(_end_with_parent, os.getpid()) if sys.platform.startswith("linux") else None
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _stop_signals_interrupt() -> dict[int, Any]:
+    """From now on SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does (main thread only); the previous
+    handlers, to give back to signal.signal."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)}
+
+
 def stop_process(process: subprocess.Popen) -> int:
     """Stop a node process: SIGINT, then SIGTERM, then SIGKILL, each after STOP_WAIT_S; its exit code."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
@@ -244,7 +282,8 @@ class LiveReplay:
         image_topic, compressed = node_topic(self.topic, self.msgtype)
         log = open(self.settings.log, "wb") if self.settings.log else subprocess.DEVNULL
         process = subprocess.Popen(node_command(self.settings, image_topic, compressed), env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+                                   stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=_end_with_this_process())
         context = rclpy.Context()
         # Ctrl-C stays a KeyboardInterrupt of this loop, which ends the replay and writes a partial report.
         rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]),
@@ -264,6 +303,7 @@ class LiveReplay:
             "qos": f"input {self.settings.input_qos}, outputs reliable depth 10",
             "rate": "max" if self.settings.rate is None else self.settings.rate,
         })
+        previous_handlers = _stop_signals_interrupt()
         try:
             frames = self.bag.frames(self.topic, max_frames)
             first = next(frames, None)
@@ -276,6 +316,8 @@ class LiveReplay:
         except KeyboardInterrupt:
             self.result.interrupted = True
         finally:
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
             stop_process(process)
             executor.shutdown()
             node.destroy_node()
