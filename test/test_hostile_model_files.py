@@ -14,7 +14,6 @@ from ros_seg.cli import main
 from ros_seg.models.checkpoint import FORMAT, VERSION, CheckpointError, read_checkpoint, save_checkpoint
 from ros_seg.models.class_metadata import CITYSCAPES
 from ros_seg.models.model_config import ModelConfig
-from ros_seg.models.nested_data_limits import NestedDataError, NestedDataLimits, check_nested_data
 from ros_seg.models.registry import load_model_config
 from ros_seg.models.strict_config import ConfigError
 
@@ -140,29 +139,56 @@ def test_config_errors_do_not_quote_other_files(tmp_path: Path, capsys: pytest.C
     assert "20 key(s) that are no names" in str(caught.value)
 
 
-def test_random_nested_data_within_limits_never_escapes_as_another_error() -> None:
-    rng = random.Random(0)
-    limits = NestedDataLimits(max_depth=6, max_items=200)
+def _random_value(rng: random.Random, depth: int = 0) -> Any:
+    """A random value of the kinds a crafted file can hold: leaves of every type, containers nested a few deep."""
+    kind = rng.randrange(7) if depth < 4 else rng.randrange(3)
+    if kind == 0:
+        return rng.choice([0, -1, 2**40, 1.5, float("nan"), float("inf"), True, None, "", "\x1b[2J" * 30, "x" * 500])
+    if kind == 1:
+        return rng.choice([torch.zeros(1), torch.ones(2, 2, dtype=torch.int8), torch.zeros(0)])
+    if kind == 2:
+        return rng.choice(["pem", 19, [0, 0, 0], [1.0, 2.0]])
+    if kind == 3:
+        return [_random_value(rng, depth + 1) for _ in range(rng.randrange(6))]
+    if kind == 4:
+        return {rng.choice(["names", "w", 1, "state_dict", "\x00"]): _random_value(rng, depth + 1)
+                for _ in range(rng.randrange(4))}
+    if kind == 5:
+        return tuple(_random_value(rng, depth + 1) for _ in range(rng.randrange(3)))
+    return [_random_value(rng, depth + 1)] * rng.randrange(1, 50)  # shared references
 
-    def draw(depth: int) -> Any:
-        kind = rng.randrange(6) if depth < 9 else rng.randrange(3)
-        if kind == 0:
-            return rng.choice([0, -1, 1.5, float("nan"), True, None, "x" * rng.randrange(100)])
-        if kind == 1:
-            return torch.zeros(1)
-        if kind == 2:
-            return b"bytes"
-        if kind == 3:
-            return [draw(depth + 1) for _ in range(rng.randrange(8))]
-        if kind == 4:
-            return {rng.choice(["k", 1, 2.5, "\x1b[2J" * 30]): draw(depth + 1) for _ in range(rng.randrange(5))}
-        return tuple(draw(depth + 1) for _ in range(rng.randrange(4)))
 
-    for _ in range(300):
+def _mutated(data: Any, rng: random.Random) -> Any:
+    """`data` with one value somewhere inside replaced by a random one (or a key removed)."""
+    if not isinstance(data, dict | list) or not data or rng.random() < 0.25:
+        return _random_value(rng)
+    data = dict(data) if isinstance(data, dict) else list(data)
+    key = rng.choice(list(data)) if isinstance(data, dict) else rng.randrange(len(data))
+    if isinstance(data, dict) and rng.random() < 0.2:
+        del data[key]
+    else:
+        data[key] = _mutated(data[key], rng)
+    return data
+
+
+def test_fuzzed_checkpoints_and_configs_fail_only_with_their_own_errors(tmp_path: Path) -> None:
+    """Random changes anywhere in a valid checkpoint or model config: loaded, or refused with CheckpointError /
+    ConfigError of one short line, never another exception, and quickly."""
+    rng = random.Random(26)
+    valid = _checkpoint_data()
+    path = tmp_path / "fuzz.pt"
+    start = time.perf_counter()
+    for _ in range(150):
+        torch.save(_mutated(valid, rng), path)
         try:
-            check_nested_data(draw(0), "f", limits)
-        except NestedDataError as exc:
-            assert "\x1b" not in str(exc) and len(str(exc)) < 400
+            read_checkpoint(path)
+        except CheckpointError as exc:
+            assert "\n" not in str(exc) and "\x1b" not in str(exc) and len(str(exc)) < 600, str(exc)
+        try:
+            ModelConfig.from_dict(_mutated(valid["model_config"], rng), source="fuzz.yaml")
+        except ConfigError as exc:
+            assert "\n" not in str(exc) and "\x1b" not in str(exc) and len(str(exc)) < 600, str(exc)
+    assert time.perf_counter() - start < 20.0
 
 
 def _onnx_with_metadata(path: Path, **props: str) -> Path:

@@ -202,8 +202,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         check_nested_data(data, f"checkpoint {path}", CHECKPOINT_LIMITS)
     except ValueError as exc:
         raise CheckpointError(str(exc)) from None
-    if data.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {excerpt(data.get('version'))}, "
+    version = data.get("version")
+    if not (isinstance(version, int) and version == VERSION):
+        raise CheckpointError(f"{path} has checkpoint version {excerpt(version)}, "
                               f"this ros_seg reads {VERSION}")
     state = _tensor_mapping(data, "state_dict", path, required=True)
     scales = _tensor_mapping(data, "int8_scales", path, required=False)
@@ -255,7 +256,7 @@ def _verify_checksum(data: dict[str, Any], state: dict[str, torch.Tensor], scale
     if stored is None:
         log.info("%s has no tensor checksum (written before ros_seg stored one): its weights are not verified", path)
         return
-    if stored != _checksum(state, scales):
+    if not isinstance(stored, str) or stored != _checksum(state, scales):
         raise CheckpointError(f"the tensors of {path} do not match the checksum stored with them: the file is "
                               "corrupt (flipped or changed bytes); use another copy")
 

@@ -161,6 +161,8 @@ def _check_values(config: ModelConfig, source: str) -> None:
 
 def _with_current_keys(data: dict[str, Any], source: str) -> dict[str, Any]:
     """`data` with the old names of RENAMED_KEYS replaced by the current ones (a copy where any is found)."""
+    if not isinstance(data, dict):
+        return data  # build_dataclass says what it must be
     data = dict(data)
     for section, renames in RENAMED_KEYS.items():
         values = data.get(section)

@@ -22,4 +22,7 @@ def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
     """An escaped repr of `value` of at most about `limit` characters: long strings and containers are cut (with
     '...') before they are turned into text, so a huge value costs no more than a small one."""
     text = _REPR.repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    # repr escapes strings, but other objects' reprs (a tensor's) may hold line breaks or control characters
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
