@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ros_seg.models.quoted_excerpt import excerpt
 from ros_seg.models.strict_config import ConfigError, build_dataclass, read_yaml_with_bases
 
 
@@ -136,7 +137,7 @@ def _check_values(config: ModelConfig, source: str) -> None:
     [0, 1], three finite normalization means and positive deviations."""
 
     def fail(key: str, requirement: str, value: Any) -> None:
-        raise ConfigError(f"'{key}' in {source} must be {requirement}, got {value!r}")
+        raise ConfigError(f"'{key}' in {source} must be {requirement}, got {excerpt(value)}")
 
     for section in dataclasses.fields(config):
         values = getattr(config, section.name)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ros_seg.models.quoted_excerpt import excerpt
 from ros_seg.models.strict_config import ConfigError, build_dataclass, read_yaml_with_bases
 
 SCHEDULES = ("cosine", "poly")
@@ -135,7 +136,7 @@ def _validate(config: TrainConfig, source: str) -> None:
     """Ranges and choices the types cannot express."""
 
     def fail(key: str, requirement: str, value: Any) -> None:
-        raise ConfigError(f"'{key}' in {source} must be {requirement}, got {value!r}")
+        raise ConfigError(f"'{key}' in {source} must be {requirement}, got {excerpt(value)}")
 
     data, solver, loss = config.data, config.solver, config.loss
     if data.task not in TASKS:
