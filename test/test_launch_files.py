@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import runpy
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
@@ -57,14 +58,15 @@ def test_every_node_parameter_is_a_launch_argument(path: Path) -> None:
     model = "".join(s.perform(None) for s in arguments["model"].default_value)
     assert model in model_names()
     assert {"image", "camera_info", "namespace", "use_sim_time", "params_file", "log_level",
-            "fastdds_profile"} <= set(arguments)
+            "fastdds_profile", "lifecycle", "autostart"} <= set(arguments)
 
 
-def test_node_executable_is_installed() -> None:
-    script = ROOT / "scripts" / "segmentation_node"
-    assert os.access(script, os.X_OK) and script.read_text().startswith("#!/usr/bin/env python3")
+def test_node_executables_are_installed() -> None:
     cmake = (ROOT / "CMakeLists.txt").read_text()
-    assert "install(PROGRAMS scripts/segmentation_node DESTINATION lib/${PROJECT_NAME})" in cmake
+    for name in ("segmentation_node", "segmentation_lifecycle_node"):
+        script = ROOT / "scripts" / name
+        assert os.access(script, os.X_OK) and script.read_text().startswith("#!/usr/bin/env python3")
+        assert re.search(rf"install\(PROGRAMS [^)]*scripts/{name}[ )]", cmake), name
     assert "install(DIRECTORY launch config DESTINATION share/${PROJECT_NAME})" in cmake
 
 

@@ -161,6 +161,15 @@ def ros2_param(verb: str, *args: str) -> str:
     return done.stdout + done.stderr
 
 
+def ros2_lifecycle(verb: str, *args: str) -> str:
+    """`ros2 lifecycle VERB ARGS` without the daemon, asked again while discovery has not found the node."""
+    for _ in range(5):
+        done = ros2("lifecycle", verb, *args, "--no-daemon", "--spin-time", "1")
+        if "Node not found" not in done.stdout + done.stderr:
+            break
+    return done.stdout + done.stderr
+
+
 @pytest.fixture(scope="module")
 def listener() -> Iterator[Listener]:
     listener = Listener()
@@ -292,6 +301,33 @@ def test_model_family_launch_files_segment(tmp_path: Path, listener: Listener, l
         launched.stop()
 
 
+def test_lifecycle_node_is_driven_by_ros2_lifecycle(tmp_path: Path, listener: Listener, weights: Path) -> None:
+    managed = Launched(tmp_path / "managed.log", "pem.launch.py", "lifecycle:=true", "autostart:=false",
+                       "namespace:=managed", f"weights:={weights}", *SMALL)
+    listener.subscribe("/managed")
+    node = "/managed/segmentation_node"
+    try:
+        def up() -> bool:
+            names = listener.node.get_node_names_and_namespaces()
+            return ("segmentation_node", "/managed") in names
+
+        assert listener.spin_until(up), managed.text()
+        assert "Transitioning successful" in ros2_lifecycle("set", node, "configure")
+        assert "Transitioning successful" in ros2_lifecycle("set", node, "activate")
+        publisher = publish_frames("/managed/image", [(96, 128)], 500)
+        check_outputs(listener.outputs("/managed", 500), frame(96, 128, 500), 96, 128, require_segments=False)
+        assert publisher.wait(timeout=60) == 0
+        assert "Transitioning successful" in ros2_lifecycle("set", node, "deactivate")
+        assert listener.spin_until(lambda: listener.node.count_subscribers("/managed/image") == 0, timeout=10)
+        assert "Transitioning successful" in ros2_lifecycle("set", node, "cleanup")
+        assert "unconfigured [1]" in ros2_lifecycle("get", node)
+        assert "model unloaded" in managed.text()
+        nodes = psutil.Process(managed.process.pid).children(recursive=True)
+        assert_clean_exit(managed, managed.ctrl_c(), nodes)
+    finally:
+        managed.stop()
+
+
 def test_failures_end_the_launch_with_an_error(tmp_path: Path) -> None:
     not_a_checkpoint = tmp_path / "garbage.pt"
     not_a_checkpoint.write_bytes(b"not a checkpoint")
@@ -300,6 +336,8 @@ def test_failures_end_the_launch_with_an_error(tmp_path: Path) -> None:
                                  ["cannot start", "segmentation_node-1 exited with code 2"]),
         "multi_camera's nodes die": (["multi_camera.launch.py", "cameras:=a,b", f"weights:={not_a_checkpoint}",
                                       "device:=cpu"], ["exited with code 2"]),
+        "managed node fails to autostart": (["pem.launch.py", "lifecycle:=true", f"weights:={not_a_checkpoint}",
+                                             "device:=cpu"], ["cannot start", "exited with code 2"]),
         "unknown choice": (["segmentation.launch.py", "input_qos:=fast"], ["'sensor_data', 'reliable'"]),
         "not a number": (["pem.launch.py", "max_rate_hz:=fast"],
                          ["launch argument 'max_rate_hz' is 'fast': allowed are a number in [0, 1000]"]),

@@ -15,7 +15,9 @@ The launch files of this package (launch/*.launch.py) are thin: they declare
   segments) is applied through FASTRTPS_DEFAULT_PROFILES_FILE and
   FASTDDS_DEFAULT_PROFILES_FILE unless the environment names a profile already;
 - a node that exits with an error shuts the whole launch down, and `ros2
-  launch` then exits non-zero, so a supervisor sees it.
+  launch` then exits non-zero, so a supervisor sees it;
+- `lifecycle:=true` runs the managed node (segmentation_lifecycle_node), which
+  configures and activates itself unless `autostart:=false`.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from ros_seg.ros.node_parameters import BOOLEAN, ParameterSpec, checked_value, p
 
 PACKAGE = "ros_seg"
 EXECUTABLE = "segmentation_node"
+LIFECYCLE_EXECUTABLE = "segmentation_lifecycle_node"
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
 FASTDDS_PROFILE_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
 # Fast DDS 2 (Humble, Iron, Jazzy) reads the first; Fast DDS 3 (Kilted on) the second, and loads a file named
@@ -76,6 +79,9 @@ def node_launch_arguments(**defaults: str) -> list[DeclareLaunchArgument]:
         ("params_file", "", "YAML file of node parameters (/**: ros__parameters:), loaded after the launch "
          "arguments: its values win; '' for none (share/ros_seg/config/pem.yaml lists every parameter)", None),
         ("log_level", "info", "Log level of the node", list(LOG_LEVELS)),
+        ("lifecycle", "false", "Run the managed (lifecycle) node: configure loads the model, activate "
+         "subscribes, deactivate stops, cleanup unloads; `ros2 lifecycle` drives it", list(BOOLEAN)),
+        ("autostart", "true", "With lifecycle: configure and activate at start", list(BOOLEAN)),
         ("fastdds_profile", shipped_fastdds_profile(), "Fast DDS XML profile for the node (large shared-memory "
          "segments, so big frames cross processes); '' for none. Not applied when FASTRTPS_DEFAULT_PROFILES_FILE "
          "or FASTDDS_DEFAULT_PROFILES_FILE is set", None),
@@ -146,12 +152,15 @@ def node_actions(context: LaunchContext, namespace: str) -> list[Action]:
     """The segmentation node in `namespace` with the launch arguments as parameters, and its exit handler."""
     parameters: list = [{spec.name: typed_value(spec, _argument(context, spec.name)) for spec in parameter_specs()}]
     parameters[0]["use_sim_time"] = _argument(context, "use_sim_time") == "true"
+    lifecycle = _argument(context, "lifecycle") == "true"
+    if lifecycle:
+        parameters[0]["autostart"] = _argument(context, "autostart") == "true"
     params_file = _argument(context, "params_file")
     if params_file:
         parameters.append(_readable_file("params_file", params_file))
     node = Node(
         package=PACKAGE,
-        executable=EXECUTABLE,
+        executable=LIFECYCLE_EXECUTABLE if lifecycle else EXECUTABLE,
         name=EXECUTABLE,
         namespace=checked_namespace(namespace),
         parameters=parameters,

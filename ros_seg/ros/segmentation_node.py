@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -30,6 +31,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation
+from rclpy.lifecycle import LifecyclePublisher
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -48,6 +50,7 @@ from ros_seg.ros.image_conversion import array_to_image, compressed_to_array, im
 from ros_seg.ros.message_builders import scaled_camera_info, segment_array, segmentation_info
 from ros_seg.ros.node_parameters import (
     ParameterError,
+    RuntimeSettings,
     StartupSettings,
     declare_node_parameters,
     read_parameters,
@@ -148,24 +151,35 @@ def build_segmenter(settings: StartupSettings) -> Segmenter:
         ) from None
 
 
-class SegmentationNode(Node):
-    """Segments the newest camera image with a Segmenter and publishes label images and segments.
+class SegmentationWork:
+    """What the segmentation node does, in steps a plain node runs at once and a managed node per transition.
 
-    Args:
-        node_name: name of the node (remappable with `__node:=`).
-        **kwargs: passed to rclpy.node.Node (context, parameter_overrides, ...).
-
-    Raises:
-        StartupError: a parameter is invalid or the model cannot be loaded.
+    Mixed into a Node (SegmentationNode) or a LifecycleNode
+    (managed_segmentation_node.ManagedSegmentationNode): `_prepare` declares
+    the parameters; `_load` reads them and loads the model; `_open_outputs` /
+    `_close_outputs` make and destroy the publishers and the diagnostics timer;
+    `_open_input` / `_close_input` the subscriptions; `_start_worker` /
+    `_stop_worker` the worker thread.
     """
 
-    def __init__(self, node_name: str = NODE_NAME, **kwargs) -> None:
-        super().__init__(node_name, **kwargs)
-        self._slot = LatestFrame()
+    def _prepare(self) -> None:
+        """Declare the parameters (ParameterError for a bad value) and the parameter-change callback."""
+        self.settings: StartupSettings | None = None
+        self.runtime: RuntimeSettings | None = None
+        self.segmenter: Segmenter | None = None
         self._stop_waiting = threading.Event()
-        self._worker = threading.Thread(target=self._work, name="segmentation_worker", daemon=True)
+        self._slot = LatestFrame()
+        self._worker: threading.Thread | None = None
+        self._inputs: list = []
+        self._outputs: list = []
+        self._timer = None
+        self._camera_info: CameraInfo | None = None
+        declare_node_parameters(self)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _load(self) -> None:
+        """Read and check the parameters, load the model; StartupError naming the parameter or file."""
         try:
-            declare_node_parameters(self)
             self.settings, self.runtime = read_parameters(self)
         except ParameterError as exc:
             raise StartupError(str(exc)) from None
@@ -184,30 +198,72 @@ class SegmentationNode(Node):
                 "precision": self.segmenter.precision,
             },
         )
-        self._camera_info: CameraInfo | None = None
 
-        self._semantic_pub = self.create_publisher(Image, "semantic", OUTPUT_QOS)
-        self._panoptic_pub = self.create_publisher(Image, "panoptic", OUTPUT_QOS)
-        self._segments_pub = self.create_publisher(SegmentArray, "segments", OUTPUT_QOS)
-        self._overlay_pub = self.create_publisher(Image, "overlay", OUTPUT_QOS)
-        self._camera_info_pub = self.create_publisher(CameraInfo, "output_camera_info", OUTPUT_QOS)
+    def _open_outputs(self, create_publisher: Callable) -> None:
+        """The output publishers (made with `create_publisher`), segmentation_info, /diagnostics and its timer."""
+        self._semantic_pub = create_publisher(Image, "semantic", OUTPUT_QOS)
+        self._panoptic_pub = create_publisher(Image, "panoptic", OUTPUT_QOS)
+        self._segments_pub = create_publisher(SegmentArray, "segments", OUTPUT_QOS)
+        self._overlay_pub = create_publisher(Image, "overlay", OUTPUT_QOS)
+        self._camera_info_pub = create_publisher(CameraInfo, "output_camera_info", OUTPUT_QOS)
+        # Published whatever the lifecycle state: what the model is, and how the node is doing.
         self._info_pub = self.create_publisher(SegmentationInfo, "segmentation_info", LATCHED_QOS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
+        self._outputs = [self._semantic_pub, self._panoptic_pub, self._segments_pub, self._overlay_pub,
+                         self._camera_info_pub, self._info_pub, self._diagnostics_pub]
         header = Header(stamp=self.get_clock().now().to_msg())
         self._info_pub.publish(segmentation_info(self.segmenter.metadata, self.segmenter.model_name, header))
+        self._timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
 
+    def _close_outputs(self) -> None:
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+        for publisher in self._outputs:
+            if isinstance(publisher, LifecyclePublisher):
+                self.destroy_lifecycle_publisher(publisher)
+            else:
+                self.destroy_publisher(publisher)
+        self._outputs = []
+
+    def _open_input(self) -> str:
+        """Subscribe the image (or compressed image) and camera_info topics; the image topic's name."""
         qos = input_qos(self.settings)
         if self.settings.use_compressed:
             topic = self.resolve_topic_name("image") + "/compressed"
-            self.create_subscription(CompressedImage, topic, self._on_image, qos)
+            image = self.create_subscription(CompressedImage, topic, self._on_image, qos)
         else:
             topic = self.resolve_topic_name("image")
-            self.create_subscription(Image, "image", self._on_image, qos)
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos)
-        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+            image = self.create_subscription(Image, "image", self._on_image, qos)
+        self._inputs = [image, self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos)]
+        return topic
 
+    def _close_input(self) -> None:
+        for subscription in self._inputs:
+            self.destroy_subscription(subscription)
+        self._inputs = []
+
+    def _start_worker(self) -> None:
+        self._slot = LatestFrame()
+        self._stop_waiting.clear()
+        self._worker = threading.Thread(target=self._work, name="segmentation_worker", daemon=True)
         self._worker.start()
+
+    def _stop_worker(self) -> None:
+        """Stop the worker after the frame it is on, unless stop_waiting() was called.
+
+        The worker is a daemon thread: one left running ends with the process.
+        """
+        self._slot.close()
+        while self._worker is not None and self._worker.is_alive() and not self._stop_waiting.is_set():
+            self._worker.join(timeout=0.1)
+        self._worker = None
+
+    def stop_waiting(self) -> None:
+        """Make the node stop waiting for the frame in progress (a second Ctrl-C)."""
+        self._stop_waiting.set()
+
+    def _log_started(self, topic: str) -> None:
         self.get_logger().info(
             f"segmenting {topic} with {self.segmenter.model_name} on {self.segmenter.device} "
             f"({self.settings.backend}, {self.segmenter.precision}, {self.settings.input_qos} QoS)"
@@ -221,6 +277,8 @@ class SegmentationNode(Node):
         self._camera_info = msg
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        if self.runtime is None:  # not loaded yet: _load() checks every value
+            return SetParametersResult(successful=True)
         try:
             self.runtime = updated_runtime_settings(self.runtime, params)
         except ParameterError as exc:
@@ -305,18 +363,33 @@ class SegmentationNode(Node):
         classes = {s.id: s.class_id for s in result.segments}
         return panoptic_overlay(image, order, result.panoptic, classes, self.segmenter.metadata, alpha)
 
-    def stop_waiting(self) -> None:
-        """Make destroy_node() stop waiting for the frame in progress (a second Ctrl-C)."""
-        self._stop_waiting.set()
+
+class SegmentationNode(SegmentationWork, Node):
+    """Segments the newest camera image with a Segmenter and publishes label images and segments.
+
+    Args:
+        node_name: name of the node (remappable with `__node:=`).
+        **kwargs: passed to rclpy.node.Node (context, parameter_overrides, ...).
+
+    Raises:
+        StartupError: a parameter is invalid or the model cannot be loaded.
+    """
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        try:
+            self._prepare()
+        except ParameterError as exc:
+            raise StartupError(str(exc)) from None
+        self._load()
+        self._open_outputs(self.create_publisher)
+        topic = self._open_input()
+        self._start_worker()
+        self._log_started(topic)
 
     def destroy_node(self) -> None:
-        """Stop the worker (after the frame it is on, unless stop_waiting() was called), then destroy the node.
-
-        The worker is a daemon thread: one left running ends with the process.
-        """
-        self._slot.close()
-        while self._worker.is_alive() and not self._stop_waiting.is_set():
-            self._worker.join(timeout=0.1)
+        """Stop the worker (after the frame it is on, unless stop_waiting() was called), then destroy the node."""
+        self._stop_worker()
         super().destroy_node()
 
 
@@ -338,11 +411,11 @@ def spin_until_shutdown(executor: Executor) -> None:
             raise
 
 
-def main(args: list[str] | None = None) -> int:
-    """Run the node until Ctrl-C or SIGTERM; 2 when it cannot start."""
+def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> int:
+    """Make the node and spin it until Ctrl-C or SIGTERM; 0, or 2 when it cannot start (StartupError)."""
     rclpy.init(args=args)
     try:
-        node = SegmentationNode()
+        node = make_node()
     except StartupError as exc:
         get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
         rclpy.try_shutdown()
@@ -363,6 +436,11 @@ def main(args: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return 0
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the segmentation node until Ctrl-C or SIGTERM; 2 when it cannot start."""
+    return run_node(SegmentationNode, args)
 
 
 if __name__ == "__main__":
