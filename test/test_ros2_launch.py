@@ -284,21 +284,24 @@ def test_second_ctrl_c_exits_cleanly(single: dict) -> None:
     assert_clean_exit(single["launch"], single["launch"].ctrl_c(times=2), single["nodes"])
 
 
-@pytest.mark.parametrize("launch_file, model", [("proscale.launch.py", "proscale_r50_333"),
-                                                ("panoptic_segformer.launch.py", "panoptic_segformer_r50")])
-def test_model_family_launch_files_segment(tmp_path: Path, listener: Listener, launch_file: str, model: str) -> None:
-    namespace = launch_file.split(".")[0]
-    launched = Launched(tmp_path / "launch.log", launch_file, f"namespace:={namespace}", *SMALL)
-    listener.subscribe(f"/{namespace}")
+def test_model_family_launch_files_segment(tmp_path: Path, listener: Listener) -> None:
+    """proscale.launch.py and panoptic_segformer.launch.py with their default models, started together."""
+    models = {"proscale": "proscale_r50_333", "panoptic_segformer": "panoptic_segformer_r50"}
+    launched = {name: Launched(tmp_path / f"{name}.log", f"{name}.launch.py", f"namespace:={name}", *SMALL)
+                for name in models}
     try:
-        nodes = launched.wait_ready()
-        assert f"with {model} on cpu" in launched.text()
-        publisher = publish_frames(f"/{namespace}/image", [(96, 128)], 400)
-        check_outputs(listener.outputs(f"/{namespace}", 400), frame(96, 128, 400), 96, 128, require_segments=False)
-        assert publisher.wait(timeout=60) == 0
-        assert_clean_exit(launched, launched.ctrl_c(), nodes)
+        for i, (name, model) in enumerate(models.items()):
+            listener.subscribe(f"/{name}")
+            nodes = launched[name].wait_ready()
+            assert f"with {model} on cpu" in launched[name].text()
+            publisher = publish_frames(f"/{name}/image", [(96, 128)], 400 + i)
+            out = listener.outputs(f"/{name}", 400 + i)
+            check_outputs(out, frame(96, 128, 400 + i), 96, 128, require_segments=False)
+            assert publisher.wait(timeout=60) == 0
+            assert_clean_exit(launched[name], launched[name].ctrl_c(), nodes)
     finally:
-        launched.stop()
+        for one in launched.values():
+            one.stop()
 
 
 def test_lifecycle_node_is_driven_by_ros2_lifecycle(tmp_path: Path, listener: Listener, weights: Path) -> None:
