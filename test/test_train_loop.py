@@ -174,6 +174,7 @@ def test_eval_command_writes_json_and_markdown(workspace: Path, capsys: pytest.C
     parser = argparse.ArgumentParser()
     eval_cli.register(parser.add_subparsers())
     report_path = workspace / "report" / "eval.json"
+    report_path.parent.mkdir(exist_ok=True)  # --json OUT names a file in an existing folder
     args = parser.parse_args(["eval", "--model", str(workspace / "tiny.yaml"), "--weights", str(weights),
                               "--data", str(workspace / "data"), "--json", str(report_path), "--size", "64x128"])
     assert args.func(args) == 0
