@@ -2,6 +2,7 @@
 in bounded time and memory, without quoting the file."""
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -199,13 +200,28 @@ def _onnx_with_metadata(path: Path, **props: str) -> Path:
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
     model = helper.make_model(graph)
-    import json
-
     base = {"model_config": json.dumps(load_model_config("pem_stdc1").to_dict()),
             "class_metadata": json.dumps(CITYSCAPES.to_dict()), "input_size": "64x128", "target": "onnxruntime"}
     helper.set_model_props(model, {f"ros_seg.{k}": v for k, v in {**base, **props}.items()})
     onnx.save(model, path)
     return path
+
+
+def test_fuzzed_onnx_metadata_fails_only_with_onnx_model_errors(tmp_path: Path) -> None:
+    """Random changes in the model config and class metadata an ONNX file carries: loaded or OnnxModelError."""
+    from ros_seg.inference.onnx_export import OnnxModelError, read_onnx_info
+
+    rng = random.Random(11)
+    valid = _checkpoint_data()
+    for i in range(40):
+        props = {"model_config": json.dumps(_mutated(valid["model_config"], rng), default=str),
+                 "class_metadata": json.dumps(_mutated(valid["class_metadata"], rng), default=str),
+                 "input_size": rng.choice(["64x128", "dynamic", "0x5", "x", "1x1x1", "٣x4"])}
+        path = _onnx_with_metadata(tmp_path / f"m{i}.onnx", **props)
+        try:
+            read_onnx_info(path)
+        except OnnxModelError as exc:
+            assert "\n" not in str(exc) and len(str(exc)) < 600, str(exc)
 
 
 @pytest.mark.parametrize(
