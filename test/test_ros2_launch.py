@@ -187,11 +187,13 @@ def cameras(tmp_path_factory: pytest.TempPathFactory, weights: Path, listener: L
     """multi_camera.launch.py with three cameras, default DDS settings (the shipped profile)."""
     log = tmp_path_factory.mktemp("launch") / "multi_camera.log"
     launched = Launched(log, "multi_camera.launch.py", "cameras:=front,left,right", f"weights:={weights}", *SMALL)
-    for camera in ("front", "left", "right"):
-        listener.subscribe(f"/{camera}")
-    nodes = launched.wait_ready(3)
-    yield {"launch": launched, "nodes": nodes}
-    launched.stop()
+    try:
+        for camera in ("front", "left", "right"):
+            listener.subscribe(f"/{camera}")
+        nodes = launched.wait_ready(3)
+        yield {"launch": launched, "nodes": nodes}
+    finally:
+        launched.stop()
 
 
 def test_multi_camera_answers_every_camera_with_its_header(cameras: dict, listener: Listener) -> None:
@@ -253,14 +255,16 @@ def single(tmp_path_factory: pytest.TempPathFactory, weights: Path, listener: Li
     launched = Launched(folder / "segmentation.log", "segmentation.launch.py", "namespace:=solo", "image:=camera",
                         "input_qos:=reliable", "max_rate_hz:=2.0", f"params_file:={params}", "log_level:=warn",
                         f"weights:={weights}", *SMALL, env=env)
-    listener.subscribe("/solo")
-    # log_level:=warn hides the node's "segmenting" line: it is up once its outputs are advertised.
-    up = listener.spin_until(lambda: listener.node.count_publishers("/solo/segments") > 0 or
-                             launched.process.poll() is not None)
-    assert up and launched.process.poll() is None, launched.text()
-    nodes = psutil.Process(launched.process.pid).children(recursive=True)
-    yield {"launch": launched, "nodes": nodes, "own_profile": own_profile}
-    launched.stop()
+    try:
+        listener.subscribe("/solo")
+        # log_level:=warn hides the node's "segmenting" line: it is up once its outputs are advertised.
+        up = listener.spin_until(lambda: listener.node.count_publishers("/solo/segments") > 0 or
+                                 launched.process.poll() is not None)
+        assert up and launched.process.poll() is None, launched.text()
+        nodes = psutil.Process(launched.process.pid).children(recursive=True)
+        yield {"launch": launched, "nodes": nodes, "own_profile": own_profile}
+    finally:
+        launched.stop()
 
 
 def test_launch_arguments_reach_the_node(single: dict, listener: Listener) -> None:
@@ -347,13 +351,17 @@ def test_failures_end_the_launch_with_an_error(tmp_path: Path) -> None:
         "bad camera list": (["multi_camera.launch.py", "cameras:=front,,rear"], ["launch argument 'cameras'"]),
     }
     launched = {name: Launched(tmp_path / f"{i}.log", *args) for i, (name, (args, _)) in enumerate(cases.items())}
-    for name, (_, expected) in cases.items():
-        code = launched[name].wait(timeout=TIMEOUT)
-        text = launched[name].text()
-        assert code != 0, f"{name}:\n{text}"
-        assert "Traceback" not in text, f"{name}:\n{text}"
-        for words in expected:
-            assert words in text, f"{name}: {words!r} not in\n{text}"
+    try:
+        for name, (_, expected) in cases.items():
+            code = launched[name].wait(timeout=TIMEOUT)
+            text = launched[name].text()
+            assert code != 0, f"{name}:\n{text}"
+            assert "Traceback" not in text, f"{name}:\n{text}"
+            for words in expected:
+                assert words in text, f"{name}: {words!r} not in\n{text}"
+    finally:
+        for one in launched.values():
+            one.stop()
 
 
 def test_replay_eval_shows_its_arguments() -> None:
