@@ -157,18 +157,20 @@ PR_SET_PDEATHSIG = 1
 """prctl option: the signal the kernel sends this process when its parent ends (linux/prctl.h)."""
 
 
-def _end_with_parent(parent: int) -> None:
+def _end_with_parent(parent: int, prctl: Callable[..., int]) -> None:
     """Run in the node's process before it starts: SIGTERM to it when `parent` ends, also by SIGKILL; if `parent`
     ended already (before the request took effect), end now."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:
         os._exit(1)
 
 
 def _end_with_this_process() -> Callable[[], None] | None:
-    """The preexec_fn that ties a child to this process's life (Linux only; elsewhere None)."""
-    return partial(_end_with_parent, os.getpid()) if sys.platform.startswith("linux") else None
+    """The preexec_fn that ties a child to this process's life (Linux only; elsewhere None). libc is loaded here,
+    in the parent: loading a library between fork and exec could wait forever on a lock another thread held."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return partial(_end_with_parent, os.getpid(), ctypes.CDLL(None, use_errno=True).prctl)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
