@@ -28,7 +28,7 @@ MODELS="pem_stdc1 pem_stdc2 pem_r50 m2f_r50 proscale_r50_111 proscale_r50_222 pr
 
 case "$PART" in
   kernels)
-    "$PYTHON" -m pytest -q -p no:cacheprovider test/test_gpu_kernels.py 2>&1 | tee "$OUT/kernel_tests.txt"
+    "$PYTHON" -m pytest -q -p no:cacheprovider test/ops/test_gpu_kernels.py 2>&1 | tee "$OUT/kernel_tests.txt"
     bench --op deform_conv2d --device cuda --warmup 5 --repeats 50 --json "$OUT/deform_conv2d.json" >/dev/null
     bench --op ms_deform_attn --device cuda --size 1024x2048 --warmup 5 --repeats 50 \
       --json "$OUT/ms_deform_attn_1024x2048.json" >/dev/null

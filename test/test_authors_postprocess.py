@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from official_reference import M2F, PROSCALE, reference
 
 from ros_seg.models.class_metadata import CITYSCAPES
 from ros_seg.models.families import model_family
 from ros_seg.models.meta_architecture import PostprocessOptions
 from ros_seg.models.postprocess.label_maps import panoptic_inference
 from ros_seg.models.registry import load_model_config
+
+from official_reference import M2F, PROSCALE, reference
 
 SIZE = (256, 512)  # the fixtures' image: no padding, output at the input size
 CASES = ("", "_thr0", "_thr0_overlap0")  # reference keys: the config's thresholds, score 0, both 0

@@ -12,6 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from ros_seg.cli import main
+from ros_seg.models.checkpoint import CheckpointError
+from ros_seg.models.load import load_model
+from ros_seg.models.numpy_pickle import UnsafePickleError, load_numpy_pickle
+from ros_seg.models.official_checkpoint_file import DETECTRON2, MODEL_ZOO_PICKLE, read_official_checkpoint
+from ros_seg.models.registry import build_model, load_model_config
+
 from official_reference import (
     M2F,
     PROSCALE,
@@ -22,13 +30,6 @@ from official_reference import (
     write_detectron2_checkpoint,
     write_model_zoo_pickle,
 )
-
-from ros_seg.cli import main
-from ros_seg.models.checkpoint import CheckpointError
-from ros_seg.models.load import load_model
-from ros_seg.models.numpy_pickle import UnsafePickleError, load_numpy_pickle
-from ros_seg.models.official_checkpoint_file import DETECTRON2, MODEL_ZOO_PICKLE, read_official_checkpoint
-from ros_seg.models.registry import build_model, load_model_config
 
 TOLERANCE = 1e-4  # the fixture README's bound for a faithful float32 port
 

@@ -24,7 +24,9 @@ from ros_seg.models.registry import model_names
 from ros_seg.ros.node_parameters import parameter_specs
 from ros_seg.ros.segmentation_node import SegmentationNode
 
-ROOT = Path(__file__).resolve().parents[1]
+from repo_paths import REPO_ROOT
+
+ROOT = REPO_ROOT
 LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
 NODE_LAUNCH_FILES = [p for p in LAUNCH_FILES if p.name != "replay_eval.launch.py"]
 needs_launch = pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,

@@ -17,9 +17,10 @@ from sensor_msgs.msg import Image
 from ros_seg.cli import main
 from ros_seg.inference.segmenter import Segmenter
 
+from repo_paths import REPO_ROOT
 from test_segmentation_node import Client, image_msg, stamp_of, start_node, stop_node
 
-DEMO = Path(__file__).resolve().parents[1] / "models" / "pem_stdc1_synth.pt"
+DEMO = REPO_ROOT / "models" / "pem_stdc1_synth.pt"
 FRAMES = 2
 
 

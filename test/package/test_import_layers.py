@@ -10,7 +10,9 @@ import ast
 import shutil
 from pathlib import Path
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "ros_seg"
+from repo_paths import REPO_ROOT
+
+PACKAGE_ROOT = REPO_ROOT / "ros_seg"
 # Top first; a module may import its own layer and the layers below it. `ros_seg.msg`, the
 # generated messages, belongs to ros.
 LAYERS = ("cli", "bench", "ros", "replay", "inference", "train", "eval", "data", "models", "ops")

@@ -13,6 +13,8 @@ import pytest
 
 from ros_seg.cli import COMMANDS, build_parser, main
 
+from repo_paths import REPO_ROOT
+
 
 def test_every_command_has_help(capsys: pytest.CaptureFixture) -> None:
     for name in COMMANDS:
@@ -25,7 +27,7 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture) -> None:
 
 def test_readme_command_table_matches_the_help(capsys: pytest.CaptureFixture) -> None:
     """The README's table of commands names every command, and only options that its --help documents."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## The `ros-seg` command", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| `ros-seg (\w[\w-]*)([^`]*)`", section, flags=re.MULTILINE)
     assert {name for name, _ in rows} == set(COMMANDS)

@@ -18,7 +18,7 @@ from ros_seg.train.train_config import TrainConfig
 from ros_seg.train.trainer import standard_hooks
 from ros_seg.train.training_run import build_training_run
 
-from test_train_loop import TINY_MODEL
+from tiny_model import TINY_MODEL
 
 
 class BatchValueLoop(TrainLoop):

@@ -11,7 +11,9 @@ import yaml
 from ros_seg.models.strict_config import ConfigError
 from ros_seg.train.train_config import LossConfig, TrainConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+from repo_paths import REPO_ROOT
+
+ROOT = REPO_ROOT
 RECIPES = ROOT / "config" / "train"
 # The demo checkpoint's training stages, in order (stage07b: the probe between stages 7 and 8).
 DEMO_STAGES = ROOT / "benchmarks" / "results" / "demo_training"

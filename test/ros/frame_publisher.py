@@ -1,6 +1,6 @@
 """A camera stand-in for the launch tests: publishes rgb8 frames of given sizes from its own process.
 
-    python test/frame_publisher.py --topic /front/image_raw --sizes 480x640,1024x2048 \
+    python test/ros/frame_publisher.py --topic /front/image_raw --sizes 480x640,1024x2048 \
         --reliability best_effort --first-stamp 100 --repeat 3
 
 Waits until the topic has a subscriber, then publishes each size `repeat`

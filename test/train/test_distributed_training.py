@@ -19,6 +19,8 @@ from ros_seg.data.synthetic_scenes import write_dataset
 from ros_seg.train.distributed import ShardedBatchSampler
 from ros_seg.train.sync_batch_norm import ProcessGroupBatchNorm2d, convert_to_process_group_batchnorm
 
+from tiny_model import TINY_MODEL
+
 # Runs in every process: train, then save this rank's weights for the comparison.
 WORKER = """
 import sys
@@ -38,13 +40,6 @@ torch.save({"state": {k: v.detach() for k, v in run.model.state_dict().items()},
 shutdown_distributed()
 """
 
-TINY_MODEL = {
-    "name": "pem_stdc1_tiny",
-    "backbone": {"name": "stdc1"},
-    "pixel_decoder": {"name": "pem", "conv_dim": 32, "mask_dim": 64},
-    "transformer_decoder": {"name": "masked", "hidden_dim": 64, "num_queries": 12, "num_heads": 4,
-                            "dim_feedforward": 128, "num_layers": 3, "pre_norm": True, "cross_attention": "pem"},
-}
 
 
 def _synced_batchnorm_worker(rank: int, init_file: str, out_dir: str) -> None:

@@ -22,7 +22,9 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOT = Path(__file__).resolve().parents[1]
+from repo_paths import REPO_ROOT
+
+ROOT = REPO_ROOT
 PACKAGE = ROOT / "ros_seg"
 DEMO_WEIGHTS = ROOT / "models" / "pem_stdc1_synth.pt"
 MESSAGES = ("Segment.msg", "SegmentArray.msg", "SegmentationInfo.msg")

@@ -2,8 +2,6 @@
 the renamed threshold key still read from older configs and checkpoints; the padded-size helper."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -19,7 +17,9 @@ from ros_seg.models.size_divisibility import padded_size
 from ros_seg.models.strict_config import ConfigError
 from ros_seg.train.train_config import LossConfig
 
-DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "pem_stdc1_synth.pt"
+from repo_paths import REPO_ROOT
+
+DEMO_CHECKPOINT = REPO_ROOT / "models" / "pem_stdc1_synth.pt"
 
 
 def test_every_meta_architecture_has_a_family() -> None:

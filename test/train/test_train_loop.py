@@ -33,15 +33,11 @@ from ros_seg.train.train_config import TrainConfig
 from ros_seg.train.trainer import run_training, train
 from ros_seg.train.training_run import build_training_run
 
+from repo_paths import REPO_ROOT
+from tiny_model import TINY_MODEL
+
 SIZE = (64, 128)
 # A small decoder on the real STDC1 backbone keeps each iteration around a tenth of a second.
-TINY_MODEL = {
-    "name": "pem_stdc1_tiny",
-    "backbone": {"name": "stdc1"},
-    "pixel_decoder": {"name": "pem", "conv_dim": 32, "mask_dim": 64},
-    "transformer_decoder": {"name": "masked", "hidden_dim": 64, "num_queries": 12, "num_heads": 4,
-                            "dim_feedforward": 128, "num_layers": 3, "pre_norm": True, "cross_attention": "pem"},
-}
 COMMAND = (
     "import argparse, sys\n"
     "from ros_seg.cli import train\n"
@@ -341,10 +337,10 @@ def test_train_command_rejects_unknown_config_keys(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "config" / "train").glob("*.yaml"))
+    "name", sorted(p.stem for p in (REPO_ROOT / "config" / "train").glob("*.yaml"))
 )
 def test_shipped_training_configs_load(name: str) -> None:
-    config = TrainConfig.from_yaml(Path(__file__).resolve().parents[1] / "config" / "train" / f"{name}.yaml")
+    config = TrainConfig.from_yaml(REPO_ROOT / "config" / "train" / f"{name}.yaml")
     assert config.loss.num_points > 0 and config.solver.max_iters > 0
 
 

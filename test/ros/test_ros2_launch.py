@@ -4,7 +4,7 @@
 or from the upstream bundle that scripts/setup.sh installs (../shared/ros2-cli);
 without them these tests skip. Each launched system is shared by several tests
 (small network, random or seeded weights, CPU). Frames come from
-test/frame_publisher.py, a camera stand-in in its own process, with the shipped
+test/ros/frame_publisher.py, a camera stand-in in its own process, with the shipped
 Fast DDS profile as a camera driver would be started, or without it.
 """
 from __future__ import annotations
@@ -28,11 +28,13 @@ from sensor_msgs.msg import Image
 
 from ros_seg.msg import SegmentArray
 
+from repo_paths import REPO_ROOT
+
 from test_segmentation_node import check_outputs, seeded_weights  # isort: skip
 from frame_publisher import frame  # isort: skip
 
 psutil = pytest.importorskip("psutil", reason="psutil comes with the ROS 2 launch tools (scripts/setup.sh)")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 pytestmark = pytest.mark.skipif(
     shutil.which("ros2") is None or importlib.util.find_spec("launch_ros") is None,
     reason="no ros2 launch here: run scripts/setup.sh (it installs ../shared/ros2-cli) or source a ROS 2",
@@ -101,11 +103,11 @@ def assert_clean_exit(launched: Launched, code: int, node_processes: list[psutil
 
 def publish_frames(topic: str, sizes: list[tuple[int, int]], first_stamp: int, reliability: str = "best_effort",
                    profile: bool = True) -> subprocess.Popen:
-    """Start test/frame_publisher.py; with `profile` it runs with the shipped Fast DDS profile."""
+    """Start test/ros/frame_publisher.py; with `profile` it runs with the shipped Fast DDS profile."""
     env = {k: v for k, v in os.environ.items() if "PROFILES_FILE" not in k}
     if profile:
         env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(SHIPPED_PROFILE)
-    command = [sys.executable, str(ROOT / "test" / "frame_publisher.py"), "--topic", topic, "--reliability",
+    command = [sys.executable, str(Path(__file__).with_name("frame_publisher.py")), "--topic", topic, "--reliability",
                reliability, "--first-stamp", str(first_stamp), "--sizes", ",".join(f"{h}x{w}" for h, w in sizes)]
     return subprocess.Popen(command, env=env)
 

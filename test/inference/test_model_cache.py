@@ -14,7 +14,7 @@ from ros_seg.models.checkpoint import save_checkpoint
 from ros_seg.models.model_config import ModelConfig
 from ros_seg.models.registry import build_model
 
-from test_train_loop import TINY_MODEL
+from tiny_model import TINY_MODEL
 
 
 def test_entries_are_intact_only_with_a_matching_record(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
