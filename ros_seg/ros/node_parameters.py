@@ -22,6 +22,7 @@ from rclpy.parameter import Parameter
 
 from ros_seg.inference.backends.torch_backend import COMPILE_MODES, PRECISIONS
 from ros_seg.inference.segmenter import BACKENDS, OUTPUT_RESOLUTIONS
+from ros_seg.models.postprocess.label_maps import SEMANTIC_RULES
 from ros_seg.models.registry import model_names
 
 INPUT_QOS = ("sensor_data", "reliable")
@@ -97,6 +98,7 @@ class RuntimeSettings:
 
     score_threshold: float
     overlap_threshold: float
+    semantic_rule: str
     overlay_alpha: float
     lazy: bool
     publish_semantic: bool
@@ -186,6 +188,12 @@ def parameter_specs() -> tuple[ParameterSpec, ...]:
         ParameterSpec("overlap_threshold", -1.0,
                       "Panoptic: least visible fraction of a kept segment's mask; negative: the model's.",
                       threshold, _within(-1, 1), runtime=True, bounds=(-1, 1)),
+        ParameterSpec("semantic_rule", "authors",
+                      "MaskFormer semantic map: authors (mask logits resized to the image, then sigmoid: what "
+                      "ros-seg eval scores) or fast (class scores at mask resolution, then resized: several times "
+                      "less post-processing for large cameras, about 99% of pixels equal).",
+                      f"one of {', '.join(SEMANTIC_RULES)}", _one_of(SEMANTIC_RULES), runtime=True,
+                      choices=tuple(SEMANTIC_RULES)),
         ParameterSpec("overlay_alpha", 0.5, "Weight of the segment colors in the overlay image.",
                       "a number in [0, 1]", _within(0, 1), runtime=True, bounds=(0, 1)),
         ParameterSpec("lazy", True, "Run the model only while someone subscribes to an enabled output; frames "

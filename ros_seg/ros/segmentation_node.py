@@ -327,6 +327,7 @@ class SegmentationWork:
         options = PostprocessOptions(  # a negative parameter stands for the model's own threshold
             runtime.score_threshold if runtime.score_threshold >= 0 else defaults.score_threshold,
             runtime.overlap_threshold if runtime.overlap_threshold >= 0 else defaults.overlap_threshold,
+            runtime.semantic_rule,
         )
         t1 = time.perf_counter()
         result = self.segmenter.segment(image, encoding, options)

@@ -352,12 +352,14 @@ def test_runtime_parameter_changes_take_effect(client: Client) -> None:
     # rclpy checks the declared range before the node's own check: "Parameter overlay_alpha out of range ...".
     assert not rejected.successful and "overlay_alpha out of range" in rejected.reason, rejected.reason
     assert not set_parameters(client, model="pem_r50")[0].successful
+    assert not set_parameters(client, semantic_rule="bogus")[0].successful
 
     assert all(r.successful for r in set_parameters(client, score_threshold=0.0, publish_semantic=True,
-                                                    overlay_alpha=0.5))
+                                                    overlay_alpha=0.5, semantic_rule="fast"))
     sent = image_msg(pixels, "rgb8", 51)
     client.pub["raw"].publish(sent)
     check_outputs(client.wait_outputs("/raw", stamp_of(sent), tuple(OUTPUTS)), sent, HEIGHT, WIDTH)
+    assert all(r.successful for r in set_parameters(client, semantic_rule="authors"))
 
 
 def test_lazy_node_skips_the_model_without_subscribers(client: Client) -> None:
