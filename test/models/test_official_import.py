@@ -31,6 +31,8 @@ from official_reference import (
     write_model_zoo_pickle,
 )
 
+pytestmark = pytest.mark.slow  # a check against a real reference: in CI, not in the quick loop
+
 TOLERANCE = 1e-4  # the fixture README's bound for a faithful float32 port
 
 

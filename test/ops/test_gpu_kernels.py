@@ -46,6 +46,8 @@ from test_deform_conv import _random_case as _deform_case  # noqa: E402
 from test_ms_deform_attn import _call, _level_tensors  # noqa: E402
 from test_ms_deform_attn import _random_case as _attention_case  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a check against a real reference: in CI, not in the quick loop
+
 DEVICE = torch.device("cpu") if _INTERPRETED else torch.device("cuda")
 ATTENTION_FLOATING = ("value", "sampling_locations", "attention_weights")
 DEFORM_FLOATING = ("input", "offset", "weight", "bias", "mask")

@@ -35,10 +35,13 @@ from frame_publisher import frame  # isort: skip
 
 psutil = pytest.importorskip("psutil", reason="psutil comes with the ROS 2 launch tools (scripts/setup.sh)")
 ROOT = REPO_ROOT
-pytestmark = pytest.mark.skipif(
-    shutil.which("ros2") is None or importlib.util.find_spec("launch_ros") is None,
-    reason="no ros2 launch here: run scripts/setup.sh (it installs ../shared/ros2-cli) or source a ROS 2",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("ros2") is None or importlib.util.find_spec("launch_ros") is None,
+        reason="no ros2 launch here: run scripts/setup.sh (it installs ../shared/ros2-cli) or source a ROS 2",
+    ),
+    pytest.mark.slow,  # the real ros2 launch: in CI, not in the quick loop
+]
 SHIPPED_PROFILE = ROOT / "config" / "fastdds_large_frames.xml"
 SMALL = ("device:=cpu", "network_height:=64", "network_width:=128", "score_threshold:=0.0",
          "overlap_threshold:=0.0")

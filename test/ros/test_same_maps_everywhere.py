@@ -20,6 +20,8 @@ from ros_seg.inference.segmenter import Segmenter
 from repo_paths import REPO_ROOT
 from test_segmentation_node import Client, image_msg, stamp_of, start_node, stop_node
 
+pytestmark = pytest.mark.slow  # a check against a real reference: in CI, not in the quick loop
+
 DEMO = REPO_ROOT / "models" / "pem_stdc1_synth.pt"
 FRAMES = 2
 
