@@ -148,11 +148,8 @@ class _Collector:
 def _variant_name(compile: dict) -> str:
     """Dtypes of the pointer arguments, the constexprs and the launch options, in one line."""
     pointers = sorted({kind.lstrip("*") for kind in compile["signature"].values() if kind.startswith("*")})
-    names = {}
-    for path, value in compile["constants"].items():
-        names[path] = value
     jit_params = list(compile["signature"])
-    constants = ", ".join(f"{jit_params[path[0]]}={value}" for path, value in sorted(names.items())
+    constants = ", ".join(f"{jit_params[path[0]]}={value}" for path, value in sorted(compile["constants"].items())
                           if jit_params[path[0]].isupper() or jit_params[path[0]] == "heads")
     return f"{'/'.join(pointers)} {constants} warps={compile['num_warps']} stages={compile['num_stages']}"
 
