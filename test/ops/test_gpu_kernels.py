@@ -115,7 +115,7 @@ def _pem_case(seed: int, n: int, channels: int, size: tuple[int, int]) -> dict[s
 
 
 @pytest.fixture
-def only_config(request: pytest.FixtureRequest) -> Iterator:
+def only_config() -> Iterator:
     """A function narrowing an autotuned kernel to one of its configurations for this test."""
     saved = []
 
