@@ -2,7 +2,9 @@
 
 Cityscapes' 19 training classes are the default label set of every model; the
 Cityscapes label ids (used by the official evaluation files) are kept beside the
-train ids so results can be written in the official formats.
+train ids so results can be written in the official formats. The label sets of
+the published checkpoints (COCO panoptic 133, ADE20K 150, Mapillary Vistas 65)
+follow the class order of the official code, so class id = logit index.
 """
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ros_seg.models.ade20k_classes import ADE20K_150
 from ros_seg.models.coco_panoptic_classes import COCO_PANOPTIC
+from ros_seg.models.mapillary_vistas_classes import MAPILLARY_VISTAS_65
 from ros_seg.models.quoted_excerpt import excerpt
 
 IGNORE_ID = 255
@@ -126,25 +130,32 @@ _CITYSCAPES = (
     ("bicycle", 33, (119, 11, 32), True),
 )
 
-CITYSCAPES = ClassMetadata(
-    names=tuple(c[0] for c in _CITYSCAPES),
-    label_ids=tuple(c[1] for c in _CITYSCAPES),
-    colors=tuple(c[2] for c in _CITYSCAPES),
-    is_thing=tuple(c[3] for c in _CITYSCAPES),
-)
 
-COCO_PANOPTIC_METADATA = ClassMetadata(
-    names=tuple(c[0] for c in COCO_PANOPTIC),
-    label_ids=tuple(c[1] for c in COCO_PANOPTIC),
-    colors=tuple(c[2] for c in COCO_PANOPTIC),
-    is_thing=tuple(c[3] for c in COCO_PANOPTIC),
-)
+def _from_table(table: tuple[tuple[str, int, tuple[int, int, int], bool], ...]) -> ClassMetadata:
+    """Metadata of a (name, dataset id, color, is_thing) table, train id = position."""
+    return ClassMetadata(
+        names=tuple(c[0] for c in table),
+        label_ids=tuple(c[1] for c in table),
+        colors=tuple(c[2] for c in table),
+        is_thing=tuple(c[3] for c in table),
+    )
 
-DATASETS = {"cityscapes": CITYSCAPES, "coco_panoptic": COCO_PANOPTIC_METADATA}
+
+CITYSCAPES = _from_table(_CITYSCAPES)
+COCO_PANOPTIC_METADATA = _from_table(COCO_PANOPTIC)
+ADE20K_METADATA = _from_table(ADE20K_150)
+MAPILLARY_VISTAS_METADATA = _from_table(MAPILLARY_VISTAS_65)
+
+DATASETS = {
+    "cityscapes": CITYSCAPES,
+    "coco_panoptic": COCO_PANOPTIC_METADATA,
+    "ade20k": ADE20K_METADATA,
+    "mapillary_vistas": MAPILLARY_VISTAS_METADATA,
+}
 
 
 def class_metadata(dataset: str) -> ClassMetadata:
-    """Metadata of a named label set (`cityscapes`, `coco_panoptic`)."""
+    """Metadata of a named label set (`cityscapes`, `coco_panoptic`, `ade20k`, `mapillary_vistas`)."""
     try:
         return DATASETS[dataset]
     except KeyError:
