@@ -75,7 +75,9 @@ class PanopticSegFormerConfig:
 
     The mask-wise merging thresholds are inference.score_threshold (confidence
     below which a segment is dropped) and inference.overlap_threshold (share of its
-    mask a segment must still paint).
+    mask a thing segment must still paint); stuff_overlap_threshold is that share for
+    stuff segments (the authors: 0.6 for things, 0.8 for stuff). max_detections:
+    (query, thing class) pairs the mask decoder scores at inference.
     """
 
     hidden_dim: int = 256
@@ -88,6 +90,8 @@ class PanopticSegFormerConfig:
     stuff_mask_layers: int = 6
     ffn_dim: int = 1024
     mask_threshold: float = 0.5
+    max_detections: int = 100
+    stuff_overlap_threshold: float = 0.8
 
 
 META_ARCHITECTURES = ("mask_former", "panoptic_segformer")

@@ -3,6 +3,8 @@
 Normalized variant used by Mask2Former and PEM: positions 1..H and 1..W are
 divided by H and W and scaled to [0, 2*pi]; each axis gets `num_feats` channels
 alternating sin and cos at geometrically spaced frequencies; y channels first.
+MMDetection's variant (Deformable DETR, Panoptic SegFormer) shifts the positions
+by an `offset` (-0.5: pixel centres) before dividing.
 """
 from __future__ import annotations
 
@@ -18,19 +20,22 @@ class SinePositionEncoding(nn.Module):
     Args:
         num_feats: channels per axis (half of the model width).
         temperature: base of the frequency progression.
+        offset: added to the positions 1..H and 1..W before normalizing (MMDetection's -0.5).
     """
 
-    def __init__(self, num_feats: int = 128, temperature: float = 10000.0) -> None:
+    def __init__(self, num_feats: int = 128, temperature: float = 10000.0, offset: float = 0.0) -> None:
         super().__init__()
         self.num_feats = num_feats
         self.temperature = temperature
+        self.offset = offset
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         device = x.device
         eps = 1e-6
-        y = torch.arange(1, height + 1, dtype=torch.float32, device=device) / (height + eps) * (2 * math.pi)
-        xs = torch.arange(1, width + 1, dtype=torch.float32, device=device) / (width + eps) * (2 * math.pi)
+        y = (torch.arange(1, height + 1, dtype=torch.float32, device=device) + self.offset) / (height + eps)
+        xs = (torch.arange(1, width + 1, dtype=torch.float32, device=device) + self.offset) / (width + eps)
+        y, xs = y * (2 * math.pi), xs * (2 * math.pi)
         idx = torch.arange(self.num_feats, dtype=torch.float32, device=device)
         freq = self.temperature ** (2 * torch.div(idx, 2, rounding_mode="floor") / self.num_feats)  # (F,)
         pos_y = y[:, None] / freq  # (H, F)

@@ -1,15 +1,11 @@
-"""Masks from multi-scale attention maps (Panoptic SegFormer, Sec. 3.4, Eqs. 1-2).
+"""Masks from multi-scale attention maps (Panoptic SegFormer, Sec. 3.4, Eqs. 1-2; the authors' code).
 
-A mask-decoder query's attention logits over the tokens of the 1/8, 1/16 and
-1/32 levels are split by level and reshaped to maps (M heads each), upsampled
-bilinearly to 1/8, concatenated (3 * M channels) and fused by a 1x1
-convolution into one mask logit per pixel.
-
-The 1x1 convolution and bilinear upsampling are both linear, so they commute:
-each level's M head maps are first weighted by that level's slice of the
-convolution and summed, and only that one map is upsampled. The result equals
-the paper's upsample-concatenate-convolve order while upsampling Q maps per
-level instead of Q * M (an M-fold saving in memory at high resolution).
+A mask-decoder query's attention logits (before the softmax) over the tokens of
+the 1/8, 1/16 and 1/32 levels are split by level; on each level a per-pixel
+Linear(M, M) + ReLU mixes the M heads' logits; the 1/16 and 1/32 maps are
+upsampled bilinearly to 1/8; the three are concatenated (3 * M channels,
+level-major) and a Linear(3 * M, 1) + ReLU gives the mask. Masks are therefore
+non-negative scores, thresholded at 0.5 without a sigmoid.
 """
 from __future__ import annotations
 
@@ -19,7 +15,7 @@ from torch import Tensor, nn
 
 
 class AttentionToMask(nn.Module):
-    """(B, M, Q, S) attention logits over `num_levels` levels -> (B, Q, H_0, W_0) mask logits.
+    """(B, M, Q, S) attention logits over `num_levels` levels -> (B, Q, H_0, W_0) non-negative masks.
 
     Args:
         num_heads: attention heads M.
@@ -28,25 +24,29 @@ class AttentionToMask(nn.Module):
 
     def __init__(self, num_heads: int, num_levels: int = 3) -> None:
         super().__init__()
-        self.fuse = nn.Conv2d(num_levels * num_heads, 1, kernel_size=1)  # input channels level-major
+        self.level_mix = nn.ModuleList(nn.Linear(num_heads, num_heads) for _ in range(num_levels))
+        self.fuse = nn.Linear(num_levels * num_heads, 1)
         self.num_heads = num_heads
         self.num_levels = num_levels
 
-    def forward(self, logits: Tensor, spatial_shapes: Tensor) -> Tensor:
-        """logits (B, M, Q, S) with S = sum of H_l * W_l; spatial_shapes (L, 2) (H, W), finest first."""
+    def forward(self, logits: Tensor, spatial_shapes: list[tuple[int, int]]) -> Tensor:
+        """logits (B, M, Q, S) with S = sum of H_l * W_l; spatial_shapes [(H, W)] per level, finest first."""
         batch, heads, queries, _ = logits.shape
-        shapes = [tuple(s) for s in spatial_shapes.tolist()]
-        if len(shapes) != self.num_levels or heads != self.num_heads:
+        if len(spatial_shapes) != self.num_levels or heads != self.num_heads:
             raise ValueError(
                 f"AttentionToMask built for {self.num_levels} levels and {self.num_heads} heads got "
-                f"{len(shapes)} levels and {heads} heads"
+                f"{len(spatial_shapes)} levels and {heads} heads"
             )
-        weights = self.fuse.weight.view(self.num_levels, self.num_heads).to(logits.dtype)  # (L, M)
-        size = shapes[0]
-        mask = None
-        for level, (chunk, (height, width)) in enumerate(zip(logits.split([h * w for h, w in shapes], -1), shapes)):
-            level_map = torch.einsum("bmqs,m->bqs", chunk, weights[level]).view(batch, queries, height, width)
+        per_pixel = logits.permute(0, 2, 3, 1)  # (B, Q, S, M)
+        size = spatial_shapes[0]
+        chunks = per_pixel.split([h * w for h, w in spatial_shapes], dim=2)
+        levels = []
+        for mix, chunk, (height, width) in zip(self.level_mix, chunks, spatial_shapes):
+            mixed = torch.relu(mix(chunk))  # (B, Q, h*w, M)
             if (height, width) != size:
-                level_map = F.interpolate(level_map, size=size, mode="bilinear", align_corners=False)
-            mask = level_map if mask is None else mask + level_map
-        return mask + self.fuse.bias.to(logits.dtype)  # (B, Q, H_0, W_0)
+                maps = mixed.permute(0, 1, 3, 2).reshape(batch * queries, heads, height, width)
+                maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+                mixed = maps.reshape(batch, queries, heads, size[0] * size[1]).permute(0, 1, 3, 2)
+            levels.append(mixed)
+        mask = torch.relu(self.fuse(torch.cat(levels, dim=-1)))  # (B, Q, H_0*W_0, 1)
+        return mask.view(batch, queries, *size)

@@ -28,4 +28,5 @@ def build_panoptic_segformer(config: ModelConfig, metadata: ClassMetadata, backb
         stuff_mask_layers=ps.stuff_mask_layers,
         ffn_dim=ps.ffn_dim,
         size_divisibility=config.input.size_divisibility,
+        max_detections=ps.max_detections,
     )

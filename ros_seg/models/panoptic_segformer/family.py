@@ -36,8 +36,11 @@ class PanopticSegFormerFamily(MetaArchitecture):
         options: PostprocessOptions,
         panoptic: bool = True,
     ) -> tuple[torch.Tensor, PanopticOutput | None]:
-        """Mask-wise merging gives both maps in one pass, so the panoptic segments always come back."""
+        """Mask-wise merging gives both maps in one pass, so the panoptic segments always come back.
+        `mask_logits` are the model's non-negative mask scores (no sigmoid); `options.overlap_threshold`
+        applies to things, the config's stuff_overlap_threshold to stuff."""
+        ps = self.config.panoptic_segformer
         return maskwise_merge(
             class_logits, mask_logits, self.metadata, valid_size, padded_size, out_size,
-            options.score_threshold, options.overlap_threshold, self.config.panoptic_segformer.mask_threshold,
+            options.score_threshold, options.overlap_threshold, ps.mask_threshold, ps.stuff_overlap_threshold,
         )

@@ -7,9 +7,10 @@ predicts a box (cx, cy, w, h, normalized to the padded image) as a correction of
 the reference in inverse-sigmoid space; the detached box is the next layer's
 reference (the first layer's is a point predicted from the query position). The
 paper describes the location as centre + scale; the authors' code predicts
-boxes supervised with L1 + GIoU, which is what this does. Every layer but the
-last also classifies its queries (focal-style logits over the thing classes)
-for deep supervision; the last layer's queries go on to the mask decoder.
+boxes supervised with L1 + GIoU, which is what this does. Every layer also
+classifies its queries (focal-style logits over the thing classes); the last
+layer's class scores rank the thing detections at inference, and its queries go
+on to the mask decoder.
 """
 from __future__ import annotations
 
@@ -27,6 +28,14 @@ def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
     """logit(x) with x clamped to [eps, 1 - eps] away from the ends."""
     x = x.clamp(0.0, 1.0)
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+def refine_box(delta: Tensor, reference: Tensor) -> Tensor:
+    """Box (B, Q, 4) sigmoid (cx, cy, w, h) from offsets `delta` (B, Q, 4) around a (B, Q, 2 or 4) reference."""
+    if reference.shape[-1] == 4:
+        return (delta + inverse_sigmoid(reference)).sigmoid()
+    centre = delta[..., :2] + inverse_sigmoid(reference)
+    return torch.cat((centre, delta[..., 2:]), dim=-1).sigmoid()
 
 
 class BoxHead(nn.Module):
@@ -84,7 +93,8 @@ class LocationOutput(NamedTuple):
     queries: Tensor  # (B, Q, C) last layer's queries
     query_pos: Tensor  # (B, Q, C) learned query positions
     boxes: list[Tensor]  # per layer (B, Q, 4) sigmoid (cx, cy, w, h)
-    logits: list[Tensor]  # per layer but the last (B, Q, K_things)
+    logits: list[Tensor]  # per layer (B, Q, K_things)
+    last_reference: Tensor  # (B, Q, 2 or 4) the reference the last layer refined
 
 
 class LocationDecoder(nn.Module):
@@ -122,7 +132,7 @@ class LocationDecoder(nn.Module):
         )
         self.box_heads = nn.ModuleList(BoxHead(dim) for _ in range(num_layers))
         nn.init.constant_(self.box_heads[0].layers[-1].bias[2:], -2.0)  # first boxes start small
-        self.class_heads = nn.ModuleList(nn.Linear(dim, num_thing_classes) for _ in range(num_layers - 1))
+        self.class_heads = nn.ModuleList(nn.Linear(dim, num_thing_classes) for _ in range(num_layers))
         for head in self.class_heads:
             nn.init.constant_(head.bias, focal_prior_bias())
         self.dim = dim
@@ -135,17 +145,12 @@ class LocationDecoder(nn.Module):
         query = query[None].expand(batch, -1, -1)
         reference = self.reference_points(query_pos).sigmoid()  # (B, Q, 2)
         boxes, logits = [], []
-        for i, layer in enumerate(self.layers):
+        last_reference = reference
+        for layer, box_head, class_head in zip(self.layers, self.box_heads, self.class_heads):
             per_level = reference[:, :, None].expand(-1, -1, levels, -1)  # (B, Q, L, 2 or 4)
             query = layer(query, query_pos, per_level, memory)
-            delta = self.box_heads[i](query)  # (B, Q, 4)
-            if reference.shape[-1] == 4:
-                box = (delta + inverse_sigmoid(reference)).sigmoid()
-            else:
-                centre = delta[..., :2] + inverse_sigmoid(reference)
-                box = torch.cat((centre, delta[..., 2:]), dim=-1).sigmoid()
+            box = refine_box(box_head(query), reference)
             boxes.append(box)
-            reference = box.detach()
-            if i < len(self.class_heads):
-                logits.append(self.class_heads[i](query))
-        return LocationOutput(query, query_pos, boxes, logits)
+            logits.append(class_head(query))
+            last_reference, reference = reference, box.detach()
+        return LocationOutput(query, query_pos, boxes, logits, last_reference)

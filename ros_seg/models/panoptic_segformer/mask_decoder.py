@@ -1,26 +1,73 @@
-"""Mask decoder of Panoptic SegFormer: attention layers whose attention maps become masks.
+"""Mask decoder of Panoptic SegFormer: attention blocks whose attention maps become masks (the authors'
+`MaskHead`).
 
-Each layer: optional multi-head self-attention among the queries (the stuff
-decoder has it), then plain multi-head cross-attention from the queries to the
-encoder tokens of 1/8, 1/16 and 1/32, then a GELU FFN; residual and post-norm
-(LayerNorm eps 1e-6) after each, as the authors' code. The cross-attention's
-logits (before the softmax) give the layer's mask through
-:class:`AttentionToMask`; a linear head on the layer's output queries gives its
-class logits (focal-style, no "no object" column). Keys and values are the
-encoder tokens without position embedding, as in the authors' code.
+A block: optional multi-head self-attention among the queries (the stuff
+decoder has it), then multi-head cross-attention from the queries to the encoder
+tokens of 1/8, 1/16 and 1/32 (keys and values without position embedding), then
+a GELU FFN; residual and post-norm (LayerNorm eps 1e-6) after each. The
+cross-attention's logits (before the softmax) give the block's mask through
+:class:`AttentionToMask`. After the last block one more cross-attention (the
+"tail": queries and keys only) gives the final masks, the ones inference uses.
+
+Query positions (the stuff queries have them, the thing queries do not) are
+added to the queries before every block and before the tail, and so travel in
+the residual stream and into the self-attention's values, as in the authors'
+code. A class head (and, for things, a box head) per block serves deep
+supervision; the last stuff class head scores the stuff queries at inference.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from torch import Tensor, nn
 
 from ros_seg.models.panoptic_segformer.attention_to_mask import AttentionToMask
 from ros_seg.models.panoptic_segformer.focal_bias import focal_prior_bias
+from ros_seg.models.panoptic_segformer.location_decoder import BoxHead
 
 LAYER_NORM_EPS = 1e-6
 
 
-class MaskDecoderLayer(nn.Module):
-    """[self-attention ->] cross-attention (-> mask) -> FFN.
+class MaskAttention(nn.Module):
+    """Cross-attention from queries to tokens whose logits make a mask; `values` adds the attended output.
+
+    Args:
+        dim: model width C.
+        num_heads: attention heads M.
+        num_levels: levels of the tokens, finest first.
+        values: also compute the attention's output (a block's attention; the tail has none).
+    """
+
+    def __init__(self, dim: int, num_heads: int, num_levels: int = 3, values: bool = True) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"MaskAttention: dim ({dim}) must be divisible by num_heads ({num_heads})")
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim) if values else None
+        self.out_proj = nn.Linear(dim, dim) if values else None
+        self.to_mask = AttentionToMask(num_heads, num_levels)
+        self.num_heads = num_heads
+
+    def forward(
+        self, query: Tensor, memory: Tensor, spatial_shapes: list[tuple[int, int]]
+    ) -> tuple[Tensor | None, Tensor]:
+        """query (B, Q, C), memory (B, S, C) -> (attended (B, Q, C) or None, mask (B, Q, H/8, W/8))."""
+        batch, queries, dim = query.shape
+        tokens, heads = memory.shape[1], self.num_heads
+        q = self.q_proj(query).view(batch, queries, heads, dim // heads).transpose(1, 2)  # (B, M, Q, D)
+        k = self.k_proj(memory).view(batch, tokens, heads, dim // heads).transpose(1, 2)  # (B, M, S, D)
+        logits = (q @ k.transpose(-1, -2)) * (dim // heads) ** -0.5  # (B, M, Q, S)
+        mask = self.to_mask(logits, spatial_shapes)
+        if self.v_proj is None:
+            return None, mask
+        v = self.v_proj(memory).view(batch, tokens, heads, dim // heads).transpose(1, 2)  # (B, M, S, D)
+        attended = (logits.softmax(-1) @ v).transpose(1, 2).reshape(batch, queries, dim)  # (B, Q, C)
+        return self.out_proj(attended), mask
+
+
+class MaskDecoderBlock(nn.Module):
+    """[self-attention ->] cross-attention (-> mask) -> FFN, each with residual and post-norm.
 
     Args:
         dim: model width C.
@@ -34,53 +81,42 @@ class MaskDecoderLayer(nn.Module):
         self, dim: int, num_heads: int, ffn_dim: int, num_levels: int = 3, self_attention: bool = False
     ) -> None:
         super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(f"MaskDecoderLayer: dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.self_attn = nn.MultiheadAttention(dim, num_heads, batch_first=True) if self_attention else None
         self.norm_self = nn.LayerNorm(dim, eps=LAYER_NORM_EPS) if self_attention else None
-        self.q_proj = nn.Linear(dim, dim)
-        self.k_proj = nn.Linear(dim, dim)
-        self.v_proj = nn.Linear(dim, dim)
-        self.out_proj = nn.Linear(dim, dim)
-        for projection in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
-            nn.init.xavier_uniform_(projection.weight)
-            nn.init.zeros_(projection.bias)
-        self.to_mask = AttentionToMask(num_heads, num_levels)
+        self.cross_attn = MaskAttention(dim, num_heads, num_levels)
         self.norm_cross = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Linear(ffn_dim, dim))
         self.norm_ffn = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
-        self.num_heads = num_heads
 
-    def forward(
-        self, query: Tensor, query_pos: Tensor, memory: Tensor, spatial_shapes: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """query, query_pos (B, Q, C); memory (B, S, C) -> (queries (B, Q, C), mask logits (B, Q, H/8, W/8))."""
+    def forward(self, query: Tensor, memory: Tensor, spatial_shapes: list[tuple[int, int]]) -> tuple[Tensor, Tensor]:
+        """query (B, Q, C); memory (B, S, C) -> (queries (B, Q, C), mask (B, Q, H/8, W/8))."""
         if self.self_attn is not None:
-            q = query + query_pos
-            query = self.norm_self(query + self.self_attn(q, q, query, need_weights=False)[0])
-        batch, queries, dim = query.shape
-        tokens, heads = memory.shape[1], self.num_heads
-        q = self.q_proj(query + query_pos).view(batch, queries, heads, dim // heads).transpose(1, 2)  # (B, M, Q, D)
-        k = self.k_proj(memory).view(batch, tokens, heads, dim // heads).transpose(1, 2)  # (B, M, S, D)
-        v = self.v_proj(memory).view(batch, tokens, heads, dim // heads).transpose(1, 2)  # (B, M, S, D)
-        logits = q @ k.transpose(-1, -2) * (dim // heads) ** -0.5  # (B, M, Q, S)
-        mask = self.to_mask(logits, spatial_shapes)
-        attended = (logits.softmax(-1) @ v).transpose(1, 2).reshape(batch, queries, dim)  # (B, Q, C)
-        query = self.norm_cross(query + self.out_proj(attended))
+            query = self.norm_self(query + self.self_attn(query, query, query, need_weights=False)[0])
+        attended, mask = self.cross_attn(query, memory, spatial_shapes)
+        query = self.norm_cross(query + attended)
         return self.norm_ffn(query + self.ffn(query)), mask
 
 
+class MaskDecoderOutput(NamedTuple):
+    """Per block the queries and masks, and the tail's final masks."""
+
+    queries: list[Tensor]  # per block (B, Q, C)
+    masks: list[Tensor]  # per block (B, Q, H/8, W/8), non-negative
+    final_masks: Tensor  # (B, Q, H/8, W/8), non-negative: the masks inference uses
+
+
 class MaskDecoder(nn.Module):
-    """`num_layers` mask-decoder layers, each followed by a class head; every layer predicts.
+    """`num_layers` mask-decoder blocks and the tail; a class head (and a box head, for things) per block.
 
     Args:
         num_outputs: class logits per query (thing classes, or 1 for a stuff query's own class).
         dim: model width C.
-        num_layers: layers.
+        num_layers: blocks.
         num_heads: attention heads.
         ffn_dim: FFN hidden width.
         num_levels: levels of the memory, finest first.
-        self_attention: layers start with self-attention among the queries.
+        self_attention: blocks start with self-attention among the queries.
+        box_heads: a box head per block (the thing decoder; used by training only).
     """
 
     def __init__(
@@ -92,21 +128,29 @@ class MaskDecoder(nn.Module):
         ffn_dim: int = 1024,
         num_levels: int = 3,
         self_attention: bool = False,
+        box_heads: bool = False,
     ) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(
-            MaskDecoderLayer(dim, num_heads, ffn_dim, num_levels, self_attention) for _ in range(num_layers)
+        self.blocks = nn.ModuleList(
+            MaskDecoderBlock(dim, num_heads, ffn_dim, num_levels, self_attention) for _ in range(num_layers)
         )
+        self.tail = MaskAttention(dim, num_heads, num_levels, values=False)
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
         self.class_heads = nn.ModuleList(nn.Linear(dim, num_outputs) for _ in range(num_layers))
         for head in self.class_heads:
             nn.init.constant_(head.bias, focal_prior_bias())
+        self.box_heads = nn.ModuleList(BoxHead(dim) for _ in range(num_layers)) if box_heads else None
 
     def forward(
-        self, query: Tensor, query_pos: Tensor, memory: Tensor, spatial_shapes: Tensor
-    ) -> list[tuple[Tensor, Tensor]]:
-        """Per layer (class logits (B, Q, num_outputs), mask logits (B, Q, H/8, W/8))."""
-        predictions = []
-        for layer, head in zip(self.layers, self.class_heads):
-            query, mask = layer(query, query_pos, memory, spatial_shapes)
-            predictions.append((head(query), mask))
-        return predictions
+        self, query: Tensor, query_pos: Tensor | None, memory: Tensor, spatial_shapes: list[tuple[int, int]]
+    ) -> MaskDecoderOutput:
+        """query, query_pos (B, Q, C) (no positions: None); memory (B, S, C) tokens of the mask levels."""
+        queries, masks = [], []
+        for block in self.blocks:
+            query, mask = block(query if query_pos is None else query + query_pos, memory, spatial_shapes)
+            queries.append(query)
+            masks.append(mask)
+        _, final = self.tail(query if query_pos is None else query + query_pos, memory, spatial_shapes)
+        return MaskDecoderOutput(queries, masks, final)
