@@ -5,14 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ros_seg.models.checkpoint import STORAGES, CheckpointError, load_weights, save_checkpoint
-from ros_seg.models.detectron2_import import convert_detectron2_state_dict
-from ros_seg.models.key_renaming import RenamedWeights
+from ros_seg.models.checkpoint import STORAGES, save_checkpoint
 from ros_seg.models.load import load_model
-from ros_seg.models.mask2former_import import convert_mask2former_state_dict
-from ros_seg.models.model_config import ModelConfig
-from ros_seg.models.official_checkpoint_file import DETECTRON2, MMCV, MODEL_ZOO_PICKLE, read_official_checkpoint
-from ros_seg.models.registry import build_model, load_model_config
+from ros_seg.models.official_conversion import import_official_checkpoint
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,32 +47,15 @@ def run(args: argparse.Namespace) -> int:
         flag = "--from-official" if args.official else "--from-detectron2"
         if not args.model:
             raise ValueError(f"{flag} needs --model: the ros_seg model the checkpoint holds (e.g. m2f_r50)")
-        config = load_model_config(args.model)
-        model, metadata = build_model(config)
-        official = read_official_checkpoint(source)
-        if args.detectron2 and official.container not in (DETECTRON2, MODEL_ZOO_PICKLE):
-            raise CheckpointError(f"{source} is an {official.container}, not a detectron2 checkpoint: "
-                                  "use --from-official")
-        renamed = _rename(official.container, official.weights, config, model.state_dict(), str(source))
-        load_weights(model, renamed.tensors, str(source))
-        print(f"read {source}: {official.container}, {len(official.weights)} tensors")
-        if renamed.dropped:
-            shown = ", ".join(renamed.dropped[:10]) + (" ..." if len(renamed.dropped) > 10 else "")
-            print(f"dropped {len(renamed.dropped)} tensors the model does not use (training-only or duplicates): "
+        imported = import_official_checkpoint(source, args.model, detectron2_only=bool(args.detectron2))
+        model, config, metadata = imported.model, imported.config, imported.metadata
+        print(f"read {source}: {imported.container}, {imported.tensors} tensors")
+        if imported.dropped:
+            shown = ", ".join(imported.dropped[:10]) + (" ..." if len(imported.dropped) > 10 else "")
+            print(f"dropped {len(imported.dropped)} tensors the model does not use (training-only or duplicates): "
                   f"{shown}")
     save_checkpoint(args.out, model, config, metadata, extra={"converted_from": str(source)}, storage=args.storage)
     size_mb = Path(args.out).stat().st_size / 2**20
     print(f"wrote {args.out}: {config.name}, {args.storage} weights, {size_mb:.1f} MiB, from {source}")
     return 0
 
-
-def _rename(container: str, weights: dict, config: ModelConfig, expected: dict, source: str) -> RenamedWeights:
-    """The official `weights` under the names of `config`'s model, by the rules of its kind of model."""
-    if config.meta_architecture == "panoptic_segformer" or container == MMCV:
-        raise CheckpointError(
-            f"{source} ({container}) cannot be imported into {config.name}: ros_seg's Panoptic SegFormer head "
-            "differs from the official one (issue 24), so official Panoptic SegFormer weights do not fit it yet"
-        )
-    if config.pixel_decoder.name == "pem":
-        return convert_detectron2_state_dict(weights, expected, source)
-    return convert_mask2former_state_dict(weights, expected, source)
