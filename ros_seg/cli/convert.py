@@ -1,5 +1,5 @@
-"""`ros-seg convert`: import the authors' published checkpoints (PEM, Mask2Former, PRO-SCALE); re-store
-ros_seg checkpoints."""
+"""`ros-seg convert`: import the authors' published checkpoints (PEM, Mask2Former, PRO-SCALE, Panoptic
+SegFormer); re-store ros_seg checkpoints."""
 from __future__ import annotations
 
 import argparse
@@ -13,18 +13,20 @@ from ros_seg.models.official_conversion import import_official_checkpoint
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
-        help="import an official checkpoint (PEM, Mask2Former, PRO-SCALE), or re-store a ros_seg checkpoint",
+        help="import an official checkpoint (PEM, Mask2Former, PRO-SCALE, Panoptic SegFormer), or re-store a "
+        "ros_seg checkpoint",
         description="Convert a published checkpoint into a ros_seg checkpoint carrying the model config and "
         "class metadata: --from-official reads a Mask2Former model-zoo .pkl (a pickle of numpy arrays, read "
         "without running any code from it), a detectron2 .pth (PRO-SCALE, or the PEM authors' training "
-        "output: ResNet-50 or STDC, current or earlier key names) or an mmcv .pth, recognized from the "
-        "content; --from-detectron2 reads detectron2 files only. Missing, mis-shaped or unknown tensors are "
+        "output: ResNet-50 or STDC, current or earlier key names) or a Panoptic SegFormer mmcv .pth, recognized "
+        "from the content; --from-detectron2 reads detectron2 files only. Missing, mis-shaped or unknown tensors are "
         "listed; tensors only training uses are named as dropped. Or re-write a ros_seg checkpoint (e.g. a "
         "training checkpoint) as weights only, with --storage fp16 or int8 for a small deployable file.",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--from-official", dest="official", metavar="FILE",
-                     help="a published checkpoint: Mask2Former .pkl, PRO-SCALE or PEM detectron2 .pth")
+                     help="a published checkpoint: Mask2Former .pkl, PRO-SCALE or PEM detectron2 .pth, "
+                     "Panoptic SegFormer mmcv .pth")
     src.add_argument("--from-detectron2", dest="detectron2", metavar="IN.pth", help="detectron2 checkpoint")
     src.add_argument("--from-checkpoint", dest="checkpoint", metavar="IN.pt", help="ros_seg checkpoint")
     p.add_argument("--model", help="ros_seg model the checkpoint holds (e.g. m2f_r50, proscale_r50_333_coco, pem_r50)")

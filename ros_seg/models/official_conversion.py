@@ -1,9 +1,11 @@
-"""Import a checkpoint the authors published (PEM, Mask2Former, PRO-SCALE) into a ros_seg model.
+"""Import a checkpoint the authors published (PEM, Mask2Former, PRO-SCALE, Panoptic SegFormer) into a
+ros_seg model.
 
 One function serves `ros-seg convert --from-official / --from-detectron2` and `ros-seg zoo pull`:
 read the file (its container recognized from the content), rename its tensors by the rules of the
-model's kind (PEM's detectron2 layout, or Mask2Former / PRO-SCALE), load them into a freshly built
-model of the named config, refusing missing, mis-shaped or unknown tensors with their names.
+model's kind (PEM's detectron2 layout, Mask2Former / PRO-SCALE, or Panoptic SegFormer's mmcv file),
+load them into a freshly built model of the named config, refusing missing, mis-shaped or unknown
+tensors with their names.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from ros_seg.models.key_renaming import RenamedWeights
 from ros_seg.models.mask2former_import import convert_mask2former_state_dict
 from ros_seg.models.model_config import ModelConfig
 from ros_seg.models.official_checkpoint_file import DETECTRON2, MMCV, MODEL_ZOO_PICKLE, read_official_checkpoint
+from ros_seg.models.panoptic_segformer_import import convert_panoptic_segformer_state_dict
 from ros_seg.models.registry import build_model, load_model_config
 
 
@@ -63,10 +66,13 @@ def import_official_checkpoint(source: str | Path, model: str, detectron2_only: 
 def _rename(container: str, weights: dict, config: ModelConfig, expected: dict, source: str) -> RenamedWeights:
     """The official `weights` under the names of `config`'s model, by the rules of its kind of model."""
     if config.meta_architecture == "panoptic_segformer" or container == MMCV:
-        raise CheckpointError(
-            f"{source} ({container}) cannot be imported into {config.name}: ros_seg's Panoptic SegFormer head "
-            "differs from the official one (issue 24), so official Panoptic SegFormer weights do not fit it yet"
-        )
+        if config.meta_architecture != "panoptic_segformer" or container != MMCV:
+            raise CheckpointError(
+                f"{source} ({container}) cannot be imported into {config.name}: official Panoptic SegFormer "
+                "checkpoints are mmcv files and fit only a panoptic_segformer model "
+                "(e.g. --model panoptic_segformer_r50_coco)"
+            )
+        return convert_panoptic_segformer_state_dict(weights, expected, source)
     if config.pixel_decoder.name == "pem":
         return convert_detectron2_state_dict(weights, expected, source)
     return convert_mask2former_state_dict(weights, expected, source)
