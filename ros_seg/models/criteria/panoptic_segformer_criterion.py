@@ -10,14 +10,16 @@ of thing (or present stuff) targets in the batch (averaged over processes):
   thing queries over the thing classes, the matched class as the target;
 - loss_cls_stuff:  class_weight * focal loss of each stuff query's own logit, the
   target being whether its class is present;
-- loss_dice_things / loss_dice_stuff: dice_weight * dice loss (+1 smoothing) of
+- loss_dice_things / loss_dice_stuff: dice_weight * the authors' dice loss
+  (1 - 2|m t| / (|m|^2 + |t|^2), no sigmoid: the masks are non-negative scores) of
   matched thing masks / present stuff masks, predictions upsampled x2 (to 1/4)
   and targets area-averaged to that size, as the authors' code;
 - loss_l1 / loss_giou: l1_weight * L1 and giou_weight * (1 - GIoU) of matched
   thing boxes (targets: the tight boxes of their masks), where boxes are predicted.
 
 The final prediction gives the unsuffixed terms, aux output i the terms with
-suffix _i. Weights: focal 2, L1 5, GIoU 2, dice 2 (authors' configuration; the
+suffix _i. (The authors weight the thing mask blocks' class and box terms by 0;
+here they count like the others.) Weights: focal 2, L1 5, GIoU 2, dice 2 (authors' configuration; the
 paper's arXiv v1 text gives lambda_cls 1, lambda_seg 1, lambda_loc 5).
 """
 from __future__ import annotations
@@ -27,8 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ros_seg.models.criteria.box_ops import cxcywh_to_xyxy, generalized_box_iou, mask_boxes
-from ros_seg.models.criteria.criterion import dice_loss
-from ros_seg.models.criteria.panoptic_segformer_matcher import FOCAL_ALPHA, FOCAL_GAMMA, ThingMatcher, resize_targets
+from ros_seg.models.criteria.panoptic_segformer_matcher import (
+    FOCAL_ALPHA,
+    FOCAL_GAMMA,
+    ThingMatcher,
+    resize_targets,
+    squared_dice,
+)
 from ros_seg.models.criteria.process_group_mean import all_reduce_mean
 
 
@@ -96,12 +103,12 @@ class PanopticSegFormerCriterion(nn.Module):
         return things, stuff
 
     def dice(self, masks: torch.Tensor, targets: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-        """Dice of (M, h, w) mask logits upsampled x2 against (M, H, W) binary targets, summed / count."""
+        """Dice of (M, h, w) masks upsampled x2 against (M, H, W) binary targets, summed / count."""
         if masks.shape[0] == 0:
             return masks.sum() * 0.0  # keeps the mask parameters in the graph
         masks = F.interpolate(masks[:, None].float(), scale_factor=2.0, mode="bilinear", align_corners=False)[:, 0]
         coverage = resize_targets(targets, masks.shape[-2:])
-        return dice_loss(masks.flatten(1), coverage.flatten(1)) / count
+        return squared_dice(masks.flatten(1), coverage.flatten(1)).sum() / count
 
     def thing_losses(self, output: dict, things: list[dict], num_queries: int, count: torch.Tensor) -> dict:
         """Losses of the first `num_queries` (thing) queries of `output`."""

@@ -8,7 +8,9 @@ Cost of assigning thing query q to target t (the authors' weights):
 with the focal cost of Deformable DETR (alpha 0.25, gamma 2: the focal loss of
 "positive" minus that of "negative" at the target class). Box terms count when
 the prediction has boxes, the dice term when it has masks (targets resized to
-the mask resolution by area averaging). Stuff queries are not matched: each
+the mask resolution by area averaging; the masks are the model's non-negative
+scores, used without a sigmoid in the authors' dice 1 - 2|m t| / (|m|^2 + |t|^2),
+each squared sum + 0.001). Stuff queries are not matched: each
 stands for its class. Solved by scipy's linear_sum_assignment.
 """
 from __future__ import annotations
@@ -18,10 +20,23 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from ros_seg.models.criteria.box_ops import cxcywh_to_xyxy, generalized_box_iou
-from ros_seg.models.criteria.matcher import pairwise_dice
 
 FOCAL_ALPHA = 0.25
 FOCAL_GAMMA = 2.0
+DICE_EPS = 0.001
+
+
+def squared_dice(masks: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The authors' dice of non-negative masks (M, P) against (M, P) targets, per pair -> (M,)."""
+    overlap = (masks * targets).sum(-1)
+    return 1 - 2 * overlap / ((masks * masks).sum(-1) + DICE_EPS + (targets * targets).sum(-1) + DICE_EPS)
+
+
+def pairwise_squared_dice(masks: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """:func:`squared_dice` of every mask (Q, P) with every target (T, P) -> (Q, T)."""
+    overlap = masks @ targets.T  # (Q, T)
+    norms = (masks * masks).sum(-1)[:, None] + DICE_EPS + (targets * targets).sum(-1)[None, :] + DICE_EPS
+    return 1 - 2 * overlap / norms
 
 
 def pairwise_focal_cost(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -68,14 +83,14 @@ class ThingMatcher:
         target_masks: torch.Tensor | None,
     ) -> torch.Tensor:
         """Cost (Q, T) of one image: logits (Q, K_things), labels (T,) thing slots, boxes (Q, 4) and
-        target_boxes (T, 4) cxcywh, masks (Q, h, w) logits and target_masks (T, h, w) coverage."""
+        target_boxes (T, 4) cxcywh, masks (Q, h, w) scores and target_masks (T, h, w) coverage."""
         cost = self.class_weight * pairwise_focal_cost(logits, labels)
         if boxes is not None:
             cost = cost + self.l1_weight * torch.cdist(boxes.float(), target_boxes, p=1)
             giou = generalized_box_iou(cxcywh_to_xyxy(boxes.float()), cxcywh_to_xyxy(target_boxes))
             cost = cost - self.giou_weight * giou
         if masks is not None:
-            cost = cost + self.dice_weight * pairwise_dice(masks.flatten(1).float(), target_masks.flatten(1))
+            cost = cost + self.dice_weight * pairwise_squared_dice(masks.flatten(1).float(), target_masks.flatten(1))
         return cost
 
     @torch.no_grad()

@@ -10,9 +10,10 @@ binary mask divided by (binary area + 1), as the authors' code computes it.
 Candidates are then taken in descending confidence:
 
 1. a candidate whose confidence is below `score_threshold` is skipped;
-2. if its mask is empty, or the share of its binary mask that earlier segments
-   already took exceeds 1 - `overlap_threshold` (things) or
-   1 - `stuff_overlap_threshold` (stuff), it is skipped;
+2. if its mask is empty, or the share of its binary mask that no earlier segment
+   took is below `overlap_threshold` (things; the authors: more than 0.4 taken
+   skips it, so 0.6) or `stuff_overlap_threshold` (stuff; the authors' 0.2 -> 0.8),
+   it is skipped (an exact tie keeps it, as in the authors' code);
 3. otherwise it paints the pixels of its binary mask that no earlier segment
    took: a thing becomes a new segment (its own instance id); stuff joins the
    segment of its class if one exists, else starts it.
@@ -83,11 +84,10 @@ def maskwise_merge(
         for i, area in enumerate(areas):
             cls = labels_h[start + i]
             thing = metadata.is_thing[cls]
-            overlap = (binary[i] & taken).sum().item()
-            allowed = 1 - (overlap_threshold if thing else stuff_overlap_threshold)
-            if area == 0 or overlap / area > allowed:
-                continue
             fresh = binary[i] & ~taken
+            least = overlap_threshold if thing else stuff_overlap_threshold
+            if area == 0 or fresh.sum().item() / area < least:
+                continue
             if not thing and cls in stuff_segment:
                 segment = stuff_segment[cls]
             else:
