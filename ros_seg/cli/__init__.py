@@ -1,4 +1,4 @@
-"""The `ros-seg` command: describe, synth, train, eval, metrics, make-bag, replay, export, bench, convert, segment.
+"""The `ros-seg` command: describe, synth, train, eval, metrics, make-bag, replay, export, bench, convert, zoo, segment.
 
 Each subcommand lives in its own module with `register(subparsers)` and a
 `run(args) -> int`. Exit codes: 0 success, 2 bad arguments or unreadable
@@ -14,7 +14,7 @@ import sys
 
 COMMANDS = (
     "describe", "segment", "synth", "train", "eval", "metrics", "make-bag", "replay", "export", "bench", "convert",
-    "demo",
+    "zoo", "demo",
 )
 
 

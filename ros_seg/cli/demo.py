@@ -11,24 +11,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
 from ros_seg.cli.arguments import image_size
-
-DEMO_CHECKPOINT = Path("models") / "pem_stdc1_synth.pt"
-
-
-def demo_checkpoint() -> Path | None:
-    """The committed demo checkpoint: in the source checkout, else in share/ros_seg/ of a ROS 2 install on
-    AMENT_PREFIX_PATH. A pip-installed wheel does not carry it (16.6 MiB of weights for synthetic scenes)."""
-    checkout = Path(__file__).resolve().parents[2]
-    prefixes = [Path(p) / "share" / "ros_seg" for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    for root in [checkout, *prefixes]:
-        if (root / DEMO_CHECKPOINT).is_file():
-            return root / DEMO_CHECKPOINT
-    return None
+from ros_seg.inference.weights_source import DEMO_CHECKPOINT, demo_checkpoint
 
 
 def register(sub: argparse._SubParsersAction) -> None:

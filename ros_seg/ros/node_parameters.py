@@ -22,6 +22,7 @@ from rclpy.parameter import Parameter
 
 from ros_seg.inference.backends.torch_backend import COMPILE_MODES, PRECISIONS
 from ros_seg.inference.segmenter import BACKENDS, OUTPUT_RESOLUTIONS
+from ros_seg.inference.weights_source import RANDOM_WEIGHTS, ZOO_PREFIX, resolve_weights
 from ros_seg.models.postprocess.label_maps import SEMANTIC_RULES
 from ros_seg.models.registry import model_names
 
@@ -130,7 +131,11 @@ def _is_model(value: Any) -> bool:
 
 
 def _is_weights(value: Any) -> bool:
-    return isinstance(value, str) and (value == "" or (os.path.isfile(value) and os.access(value, os.R_OK)))
+    if not isinstance(value, str):
+        return False
+    if value in ("", RANDOM_WEIGHTS) or (value.startswith(ZOO_PREFIX) and len(value) > len(ZOO_PREFIX)):
+        return True
+    return os.path.isfile(value) and os.access(value, os.R_OK)
 
 
 def _one_of(values: tuple[str, ...]) -> Callable[[Any], bool]:
@@ -147,9 +152,12 @@ def parameter_specs() -> tuple[ParameterSpec, ...]:
     return (
         ParameterSpec("model", "pem_stdc1", "Model name or model config file; '' takes the model from the weights.",
                       f"one of {', '.join(model_names())}, a config file path, or '' with weights", _is_model),
-        ParameterSpec("weights", "", "Weights file: a ros_seg checkpoint, or the .onnx / .engine export of one for "
-                      "the onnxruntime / tensorrt backend; '' runs random weights (for tests only).",
-                      "'' or a readable weights file", _is_weights),
+        ParameterSpec("weights", "", "Weights: a ros_seg checkpoint file, or the .onnx / .engine export of one for "
+                      "the onnxruntime / tensorrt backend; zoo:NAME for an official checkpoint pulled with `ros-seg "
+                      "zoo pull NAME` (the node never downloads); '' for the model's default weights (pem_stdc1: the "
+                      "demo checkpoint, trained on synthetic scenes, with a warning; other models have none); "
+                      "random for random weights (tests and timing only).",
+                      "'', random, zoo:NAME (ros-seg zoo list) or a readable weights file", _is_weights),
         ParameterSpec("backend", "torch", "Inference backend.", f"one of {', '.join(BACKENDS)}", _one_of(BACKENDS),
                       choices=tuple(BACKENDS)),
         ParameterSpec("device", "auto", "Device the model runs on.", "auto, cpu, cuda or cuda:N",
@@ -246,8 +254,14 @@ def read_parameters(node: Node) -> tuple[StartupSettings, RuntimeSettings]:
             errors.append(str(exc))
     if errors:
         raise ParameterError("; ".join(errors))
-    if values["model"] == "" and values["weights"] == "":
+    if values["model"] == "" and values["weights"] in ("", RANDOM_WEIGHTS):
         raise ParameterError("parameter 'model' is empty and no 'weights' are given: set a model name or weights file")
+    try:
+        weights = resolve_weights(values["weights"], values["model"])
+    except (ValueError, OSError) as exc:
+        raise ParameterError(f"parameter 'weights' is {values['weights']!r}: {exc}") from None
+    if weights.warning:
+        node.get_logger().warning(weights.warning)
     network = (values["network_height"], values["network_width"])
     if min(network) == 0 and max(network) > 0:
         raise ParameterError(
@@ -256,7 +270,7 @@ def read_parameters(node: Node) -> tuple[StartupSettings, RuntimeSettings]:
         )
     startup = StartupSettings(
         model=values["model"],
-        weights=values["weights"],
+        weights=str(weights.path) if weights.path else "",
         backend=values["backend"],
         device=values["device"],
         precision=values["precision"],

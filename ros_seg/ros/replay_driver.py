@@ -144,8 +144,7 @@ def node_command(settings: LiveSettings, image_topic: str, compressed: bool) -> 
         "precision": settings.precision, "input_qos": settings.input_qos,
         "use_compressed": "true" if compressed else "false",
     }
-    if settings.weights:
-        params["weights"] = str(settings.weights)
+    params["weights"] = str(settings.weights) if settings.weights else "random"  # random only when asked for
     command = [sys.executable, "-m", "ros_seg.ros.segmentation_node", "--ros-args",
                "-r", f"__ns:={NODE_NAMESPACE}", "-r", f"image:={image_topic}"]
     for name, value in params.items():

@@ -294,10 +294,11 @@ def test_second_ctrl_c_exits_cleanly(single: dict) -> None:
 
 
 def test_model_family_launch_files_segment(tmp_path: Path, listener: Listener) -> None:
-    """proscale.launch.py and panoptic_segformer.launch.py with their default models, started together."""
+    """proscale.launch.py and panoptic_segformer.launch.py with their default models (random weights, asked for:
+    these models have no default weights), started together."""
     models = {"proscale": "proscale_r50_333", "panoptic_segformer": "panoptic_segformer_r50"}
-    launched = {name: Launched(tmp_path / f"{name}.log", f"{name}.launch.py", f"namespace:={name}", *SMALL)
-                for name in models}
+    launched = {name: Launched(tmp_path / f"{name}.log", f"{name}.launch.py", f"namespace:={name}",
+                               "weights:=random", *SMALL) for name in models}
     try:
         for i, (name, model) in enumerate(models.items()):
             listener.subscribe(f"/{name}")

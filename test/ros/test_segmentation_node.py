@@ -561,7 +561,8 @@ def test_executor_failure_on_a_valid_context_propagates(private_context: Callabl
 def test_other_architectures_run_in_the_node(client: Client, tmp_path: Path, model: str) -> None:
     """Mask2Former + PRO-SCALE and Panoptic SegFormer behind the same node contract."""
     namespace = f"/{model}"
-    process = start_node(namespace, tmp_path / "node.log", *NODE_ARGS, "-p", f"model:={model}")
+    process = start_node(namespace, tmp_path / "node.log", *NODE_ARGS, "-p", f"model:={model}", "-p",
+                         "weights:=random")
     try:
         for topic in ("semantic", "panoptic", "segments"):
             client.subscribe(f"{namespace}/{topic}", OUTPUTS[topic])
