@@ -16,6 +16,7 @@ import torch
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official"
 M2F = "m2f_r50_cityscapes_panoptic"
 PROSCALE = "proscale_r50_333_coco_panoptic"
+PANOPTIC_SEGFORMER = "panoptic_segformer_r50_coco"
 
 _EMBEDDING = re.compile(
     r"(^|\.)(query_feat|query_embed|query_embedding|stuff_query|level_embed|level_embeds)(\.weight)?$"
@@ -75,6 +76,12 @@ def write_model_zoo_pickle(weights: dict[str, torch.Tensor], path: Path) -> None
 def write_detectron2_checkpoint(weights: dict[str, torch.Tensor], path: Path) -> None:
     """`weights` as a detectron2 checkpointer file (PRO-SCALE's model_final.pth)."""
     torch.save({"model": weights, "iteration": 368749}, path)
+
+
+def write_mmcv_checkpoint(weights: dict[str, torch.Tensor], path: Path) -> None:
+    """`weights` as an mmcv checkpoint file (Panoptic SegFormer's published .pth)."""
+    meta = {"mmcv_version": "1.3.4", "time": "reference fixture", "epoch": 24, "iter": 0}
+    torch.save({"meta": meta, "state_dict": weights}, path)
 
 
 def reference(name: str) -> dict:

@@ -17,7 +17,7 @@ from ros_seg.cli import main
 from ros_seg.models.checkpoint import CheckpointError
 from ros_seg.models.load import load_model
 from ros_seg.models.numpy_pickle import UnsafePickleError, load_numpy_pickle
-from ros_seg.models.official_checkpoint_file import DETECTRON2, MMCV, MODEL_ZOO_PICKLE, read_official_checkpoint
+from ros_seg.models.official_checkpoint_file import DETECTRON2, MODEL_ZOO_PICKLE, read_official_checkpoint
 from ros_seg.models.registry import build_model, load_model_config
 
 from official_reference import (
@@ -126,14 +126,3 @@ def test_checkpoint_of_another_label_set_lists_the_mis_shaped_tensors(
     err = capsys.readouterr().err
     assert "transformer_decoder.class_embed.weight: expected (20, 256), found (134, 256)" in err
     assert not out.exists()
-
-
-def test_panoptic_segformer_checkpoint_is_refused_with_the_reason(
-    tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
-    sample = fixture_dir("panoptic_segformer_r50_coco") / "format_sample.pth"
-    assert read_official_checkpoint(sample).container == MMCV
-    out = tmp_path / "out.pt"
-    argv = ["convert", "--from-official", str(sample), "--model", "panoptic_segformer_r50_coco", "--out", str(out)]
-    assert main(argv) == 2
-    assert "differs from the official one" in capsys.readouterr().err and not out.exists()
