@@ -130,16 +130,17 @@ def _download(entry: ZooEntry, url: str, retries: int, progress: bool, say: Call
     return done
 
 
-def pull(name: str, from_file: str | Path | None = None, mirror: str | None = None, retries: int = DEFAULT_RETRIES,
-         progress: bool = True, say: Callable[[str], None] = print) -> Path:
-    """Put zoo model `name` into the cache, converted; its path. A model already there is reused as it is.
+def pull(name: str | ZooEntry, from_file: str | Path | None = None, mirror: str | None = None,
+         retries: int = DEFAULT_RETRIES, progress: bool = True, say: Callable[[str], None] = print) -> Path:
+    """Put zoo model `name` (or a catalogue entry) into the cache, converted; its path. A model already there is
+    reused as it is.
 
     The official file is downloaded from the authors' link (or `mirror` + its file name), resuming a
     broken-off download, or taken from `from_file`; it must match the checksum the authors publish;
     it is converted into the entry's ros_seg model (every tensor must fit) and stored atomically.
     ZooError with the reason and what to do for every failure; nothing is left half-written.
     """
-    entry = zoo_entry(name)
+    entry = name if isinstance(name, ZooEntry) else zoo_entry(name)
     if entry.conversion_pending:
         raise ZooError(f"zoo model {entry.name!r} cannot be converted yet: {entry.conversion_pending}")
     target = cached_path(entry)
@@ -162,7 +163,11 @@ def pull(name: str, from_file: str | Path | None = None, mirror: str | None = No
             what, downloaded = f"the download of {url}", True
         try:
             digests = _check_published_checksum(entry, source, what)
-            say(f"checked {source}: md5 {digests.md5} (published: {entry.checksum_text}), sha256 {digests.sha256}")
+            say(f"checked {source}: md5 {digests.md5} (the authors' checksum: {entry.checksum_text}), sha256 "
+                f"{digests.sha256}")
+            if not entry.md5_prefix:
+                say(f"the authors publish no checksum for {entry.file_name}: it is checked by converting it (every "
+                    "tensor must fit the model)")
             imported = import_official_checkpoint(source, entry.model)
         except (CheckpointError, ZooError) as exc:
             if downloaded:
