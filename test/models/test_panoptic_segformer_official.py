@@ -120,7 +120,7 @@ def test_convert_loads_every_tensor(converted: tuple[Path, str]) -> None:
     state = model.state_dict()
     assert torch.equal(state["stuff_queries.weight"], weights["bbox_head.stuff_query.weight"])
     assert torch.equal(
-        state["stuff_mask_decoder.blocks.2.self_attn.in_proj_weight"],
+        state["stuff_mask_decoder.blocks.2.self_attn.qkv.weight"],
         weights["bbox_head.mask_head2.blocks.2.self_attention.qkv.weight"],
     )
     assert torch.equal(

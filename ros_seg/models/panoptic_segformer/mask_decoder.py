@@ -66,6 +66,33 @@ class MaskAttention(nn.Module):
         return self.out_proj(attended), mask
 
 
+class QuerySelfAttention(nn.Module):
+    """Multi-head self-attention among the queries: one (C, 3C) projection to queries, keys and values.
+
+    Written out rather than nn.MultiheadAttention, whose inference fast path for identical
+    query, key and value does not export to ONNX.
+
+    Args:
+        dim: model width C.
+        num_heads: attention heads M.
+    """
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.num_heads = num_heads
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, Q, C) -> (B, Q, C)."""
+        batch, queries, dim = x.shape
+        heads = self.num_heads
+        qkv = self.qkv(x).view(batch, queries, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)  # (3, B, M, Q, D)
+        q, k, v = qkv.unbind(0)
+        attention = ((q @ k.transpose(-1, -2)) * (dim // heads) ** -0.5).softmax(-1)  # (B, M, Q, Q)
+        return self.proj((attention @ v).transpose(1, 2).reshape(batch, queries, dim))
+
+
 class MaskDecoderBlock(nn.Module):
     """[self-attention ->] cross-attention (-> mask) -> FFN, each with residual and post-norm.
 
@@ -81,7 +108,7 @@ class MaskDecoderBlock(nn.Module):
         self, dim: int, num_heads: int, ffn_dim: int, num_levels: int = 3, self_attention: bool = False
     ) -> None:
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(dim, num_heads, batch_first=True) if self_attention else None
+        self.self_attn = QuerySelfAttention(dim, num_heads) if self_attention else None
         self.norm_self = nn.LayerNorm(dim, eps=LAYER_NORM_EPS) if self_attention else None
         self.cross_attn = MaskAttention(dim, num_heads, num_levels)
         self.norm_cross = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
@@ -91,7 +118,7 @@ class MaskDecoderBlock(nn.Module):
     def forward(self, query: Tensor, memory: Tensor, spatial_shapes: list[tuple[int, int]]) -> tuple[Tensor, Tensor]:
         """query (B, Q, C); memory (B, S, C) -> (queries (B, Q, C), mask (B, Q, H/8, W/8))."""
         if self.self_attn is not None:
-            query = self.norm_self(query + self.self_attn(query, query, query, need_weights=False)[0])
+            query = self.norm_self(query + self.self_attn(query))
         attended, mask = self.cross_attn(query, memory, spatial_shapes)
         query = self.norm_cross(query + attended)
         return self.norm_ffn(query + self.ffn(query)), mask
