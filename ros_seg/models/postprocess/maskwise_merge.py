@@ -22,8 +22,10 @@ The semantic map comes from the same painting: each painted pixel gets its
 segment's class, unpainted pixels `metadata.ignore_id`.
 
 Confidences are measured on the output-size masks, a chunk of candidates at a
-time (memory stays bounded at camera resolution); the painting runs on the
-masks' device, one vectorized step per candidate.
+time (memory stays bounded at camera resolution), and only for candidates whose
+class score x (largest mask value)^2, an upper bound of the confidence, reaches
+`score_threshold`; the painting runs on the masks' device, one vectorized step per
+candidate.
 """
 from __future__ import annotations
 
@@ -66,10 +68,14 @@ def maskwise_merge(
     def resized(index: torch.Tensor) -> torch.Tensor:
         return resize_valid_region(masks[index], valid_size, padded_size, out_size)  # (n, H, W)
 
-    every = torch.arange(masks.shape[0], device=device)
-    quality = torch.cat([mask_quality(resized(chunk), mask_threshold) for chunk in every.split(CHUNK)])
-    confidence = scores * quality**2
-    order = torch.argsort(confidence, descending=True)
+    # A quality never exceeds the mask's largest value (bilinear resizing only averages), so a
+    # candidate whose score x max^2 misses the threshold is dropped without resizing it.
+    bound = scores * masks.flatten(1).amax(1).float() ** 2
+    hopeful = torch.nonzero(bound >= score_threshold)[:, 0]
+    quality = [mask_quality(resized(chunk), mask_threshold) for chunk in hopeful.split(CHUNK)]
+    confidence = scores[hopeful] * torch.cat([scores.new_zeros(0), *quality]) ** 2
+    order = hopeful[torch.argsort(confidence, descending=True)]
+    confidence = scores.new_zeros(scores.shape).index_put_((hopeful,), confidence)
     order = order[confidence[order] >= score_threshold]
     semantic = torch.full(out_size, metadata.ignore_id, dtype=torch.int64, device=device)
     panoptic = torch.zeros(out_size, dtype=torch.int32, device=device)
