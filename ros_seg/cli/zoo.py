@@ -59,7 +59,6 @@ def _row(entry: ZooEntry, cached: bool) -> dict:
         "file_name": entry.file_name,
         "size": entry.size,
         "md5_prefix": entry.md5_prefix,
-        "conversion_pending": entry.conversion_pending,
         "cached": cached,
     }
 
@@ -77,15 +76,13 @@ def run_list(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         accuracy = ", ".join(f"{k} {v:g}" for k, v in row["published"].items())
-        state = "in cache" if row["cached"] else ("conversion pending" if row["conversion_pending"] else "not pulled")
+        state = "in cache" if row["cached"] else "not pulled"
         print(f"{row['name']}  [{state}]")
         print(f"    model {row['model']}, {row['dataset']} ({row['classes']} classes), {row['task']}; published: "
               f"{accuracy}")
         print(f"    file {row['file_name']} (size: {row['size'] or 'not published'}, checksum: "
               f"{zoo_entry(row['name']).checksum_text})")
         print(f"    from {row['url'] or 'no direct link: download by hand from ' + row['page']}")
-        if row["conversion_pending"]:
-            print(f"    not usable yet: {row['conversion_pending']}")
     print(f"cache: {zoo_dir()}")
     return 0
 

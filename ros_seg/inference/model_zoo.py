@@ -45,8 +45,6 @@ def zoo_weights(name: str) -> Path:
     """The converted checkpoint of zoo model `name` in the cache; ZooError (naming the command that fetches it)
     when the name is unknown or the model was not pulled here. Nothing is downloaded."""
     entry = zoo_entry(name)
-    if entry.conversion_pending:
-        raise ZooError(f"zoo model {entry.name!r} cannot be used yet: {entry.conversion_pending}")
     path = cached_path(entry)
     if not intact_entry(path):
         raise ZooError(f"zoo model {entry.name!r} is not in the cache ({zoo_dir()}): run `ros-seg zoo pull "
@@ -141,8 +139,6 @@ def pull(name: str | ZooEntry, from_file: str | Path | None = None, mirror: str 
     ZooError with the reason and what to do for every failure; nothing is left half-written.
     """
     entry = name if isinstance(name, ZooEntry) else zoo_entry(name)
-    if entry.conversion_pending:
-        raise ZooError(f"zoo model {entry.name!r} cannot be converted yet: {entry.conversion_pending}")
     target = cached_path(entry)
     with _entry_lock(entry):
         if from_file is None and intact_entry(target):

@@ -45,7 +45,6 @@ class ZooEntry:
         file_name: the published file's name.
         md5_prefix: leading hex digits of the file's MD5 as the authors publish them; None if they give none.
         size: the file's size in bytes as published; None if the authors give none.
-        conversion_pending: why ros_seg cannot convert the file yet; None when it can.
     """
 
     name: str
@@ -59,7 +58,6 @@ class ZooEntry:
     file_name: str
     md5_prefix: str | None = None
     size: int | None = None
-    conversion_pending: str | None = None
 
     @property
     def checksum_text(self) -> str:
@@ -107,8 +105,7 @@ ENTRIES: tuple[ZooEntry, ...] = (
     ZooEntry("panoptic_segformer_r50_coco_panoptic", "panoptic_segformer_r50_coco", "coco_panoptic", "panoptic",
              {"PQ": 49.6}, "configs/panformer/panformer_r50_24e_coco_panoptic.py", _PSF_README,
              "https://github.com/zhiqi-li/Panoptic-SegFormer/releases/download/v1.0/panoptic_segformer_r50_2x.pth",
-             "panoptic_segformer_r50_2x.pth",
-             conversion_pending="ros_seg's Panoptic SegFormer head does not take the official weights yet (issue 24)"),
+             "panoptic_segformer_r50_2x.pth"),
 )
 
 

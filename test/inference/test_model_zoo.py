@@ -26,7 +26,15 @@ from ros_seg.models.class_metadata import class_metadata
 from ros_seg.models.load import load_model
 from ros_seg.models.registry import load_model_config
 
-from official_reference import M2F, PROSCALE, rule_weights, write_detectron2_checkpoint, write_model_zoo_pickle
+from official_reference import (
+    M2F,
+    PANOPTIC_SEGFORMER,
+    PROSCALE,
+    rule_weights,
+    write_detectron2_checkpoint,
+    write_mmcv_checkpoint,
+    write_model_zoo_pickle,
+)
 from zoo_server import ServedFiles, file_server
 
 M2F_ZOO = "m2f_r50_cityscapes_panoptic"
@@ -120,7 +128,6 @@ def test_download_given_up_keeps_only_the_part_file_and_says_how_to_resume(cache
 @pytest.mark.parametrize("name, message", [
     ("no_such_model", "unknown zoo model 'no_such_model': choose one of m2f_r50_cityscapes_panoptic"),
     ("proscale_r50_333_coco_panoptic", "no direct download link .* --from-file r50_proscale_3_3_3_coco.pth"),
-    ("panoptic_segformer_r50_coco_panoptic", "cannot be converted yet"),
 ])
 def test_pull_refusals_are_one_line_and_write_nothing(name: str, message: str, cache: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
@@ -202,3 +209,21 @@ def test_from_file_takes_a_hand_download_and_refuses_another_models_file(m2f_pic
     assert official.is_file(), "the user's file is left where it was"
     loaded = load_model(weights=zoo_weights(name))
     assert loaded.config.name == "proscale_r50_333_coco" and loaded.metadata.num_classes == 133
+
+
+@pytest.mark.slow
+def test_panoptic_segformer_is_pulled_from_a_mirror_and_checked_by_converting(cache: Path, tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    """The real catalogue entry through the command, the file served by the local server as a mirror: no
+    checksum is published, so the conversion (every one of the 955 tensors must fit) is the check."""
+    name = "panoptic_segformer_r50_coco_panoptic"
+    entry = zoo_entry(name)
+    official = tmp_path / entry.file_name
+    write_mmcv_checkpoint(rule_weights(PANOPTIC_SEGFORMER), official)
+    served = ServedFiles({f"/mirror/{entry.file_name}": official.read_bytes()})
+    with file_server(served) as base:
+        assert main(["zoo", "pull", name, "--mirror", f"{base}/mirror", "--no-progress"]) == 0
+    assert "the authors publish no checksum" in capsys.readouterr().err
+    assert cache_files(cache) == [f"{name}.pt", f"{name}.pt.sha256"]
+    loaded = load_model(weights=zoo_weights(name))
+    assert loaded.config.name == "panoptic_segformer_r50_coco" and loaded.metadata.num_classes == 133
