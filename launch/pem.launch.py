@@ -4,7 +4,10 @@
     ros2 launch ros_seg pem.launch.py model:=pem_r50 weights:=/data/pem_r50.pt device:=cuda:0 \
         image:=/camera/image_raw namespace:=front
 
-Every argument of segmentation.launch.py applies (`--show-args` lists them).
+Without `weights`, pem_stdc1 runs the demo checkpoint installed in share/ros_seg/models (trained on
+synthetic scenes only; the node warns so and names `ros-seg zoo pull m2f_r50_cityscapes_panoptic` for a
+real model). Random weights only with `weights:=random`. Every argument of segmentation.launch.py
+applies (`--show-args` lists them).
 """
 from launch import LaunchDescription
 from launch.actions import OpaqueFunction

@@ -2,6 +2,8 @@
 
     ros2 launch ros_seg segmentation.launch.py model:=pem_r50 weights:=/data/pem_r50.pt \
         image:=/camera/image_raw camera_info:=/camera/camera_info namespace:=front input_qos:=reliable
+    ros2 launch ros_seg segmentation.launch.py model:=m2f_r50 weights:=zoo:m2f_r50_cityscapes_panoptic \
+        image:=/camera/image_raw    # after `ros-seg zoo pull m2f_r50_cityscapes_panoptic`
 
 Every node parameter is a launch argument of the same name (`--show-args`
 lists them with their allowed values), plus image, camera_info, namespace,
