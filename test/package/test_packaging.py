@@ -151,9 +151,11 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
         ["eval", "--model", "pem_stdc1", "--weights", str(DEMO_WEIGHTS), "--data", "data", "--device", "cpu",
          "--json", "eval.json"],
         ["make-bag", "--data", "data", "--split", "val", "--storage", "mcap", "--out", "bag"],
+        ["zoo", "list", "--json", "zoo.json"],
     ]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AMENT_PREFIX_PATH", "ROS_SEG_CONFIG_DIR")}
     env["PYTHONPATH"] = str(target)
+    env["ROS_SEG_CACHE"] = str(tmp_path / "cache")
     run = subprocess.run(
         [sys.executable, "-S", "-c", DRIVER, json.dumps([site.getsitepackages(), commands])],
         cwd=work, env=env, capture_output=True, text=True, timeout=240,
@@ -176,6 +178,9 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     scores = json.loads((work / "eval.json").read_text())
     assert scores["images"] == 2
     assert 20 < scores["miou"] <= 100 and 10 < scores["pq"] <= 100  # the demo checkpoint on synthetic scenes
+
+    zoo = json.loads((work / "zoo.json").read_text())
+    assert zoo["cache"] == str(tmp_path / "cache" / "zoo") and len(zoo["models"]) >= 8  # the catalogue is in the wheel
 
     metadata = (work / "bag" / "metadata.yaml").read_text()
     assert "ros_seg/msg/SegmentArray" in metadata and list((work / "bag").glob("*.mcap"))
