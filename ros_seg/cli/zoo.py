@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "$ROS_SEG_CACHE/zoo (default ~/.cache/ros_seg/zoo), and the node then runs it with "
         "`weights:=zoo:NAME` (the node never downloads). Offline robots: download the file elsewhere and use "
         "`zoo pull NAME --from-file FILE`.",
+        epilog="actions: `ros-seg zoo list [--json OUT]`; `ros-seg zoo pull NAME [--from-file FILE] [--mirror URL] "
+        "[--retries N] [--no-progress]` (`ros-seg zoo ACTION --help` describes each option)",
     )
     zoo = p.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
     listing = zoo.add_parser("list", help="the zoo's models, what they were trained on, where they come from",
