@@ -52,27 +52,9 @@ fi
 PYVER="$("$VENV/bin/python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
 COLCON_ARGS=(--build-base "$ROOT/build" --install-base "$ROOT/install" --base-paths "$ROOT" --symlink-install)
 mkdir -p "$ROOT/log"
-if [ "$ROS_MODE" = system ]; then
-  colcon --log-base "$ROOT/log" build "${COLCON_ARGS[@]}" --cmake-args -DBUILD_TESTING=OFF >"$ROOT/log/colcon_build.txt" 2>&1 \
-    || { tail -40 "$ROOT/log/colcon_build.txt"; echo "[setup] colcon build failed (full log: log/colcon_build.txt)"; exit 1; }
-else
-  # The wheels' CMake exports name the include directories of the Python they
-  # were built with; point those paths at this venv's Python and numpy.
-  PYINC="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
-  NPINC="$("$VENV/bin/python" -c 'import numpy, os; print(os.path.join(os.path.dirname(numpy.__file__), "_core", "include"))')"
-  WHEEL_PY=/opt/python/cp311-cp311
-  if ! { mkdir -p "$WHEEL_PY/include" "$WHEEL_PY/lib/python3.11/site-packages/numpy/_core" \
-         && ln -sfn "$PYINC" "$WHEEL_PY/include/python3.11" \
-         && ln -sfn "$NPINC" "$WHEEL_PY/lib/python3.11/site-packages/numpy/_core/include"; } 2>/dev/null; then
-    echo "[setup] cannot create $WHEEL_PY (the ROS 2 wheels' CMake files need it): run this script as root once"
-    exit 1
-  fi
-  ( export PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
-    colcon --log-base "$ROOT/log" build "${COLCON_ARGS[@]}" --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF \
-      -DPython3_NumPy_INCLUDE_DIR="$WHEEL_PY/lib/python3.11/site-packages/numpy/_core/include"
-  ) >"$ROOT/log/colcon_build.txt" 2>&1 \
-    || { tail -40 "$ROOT/log/colcon_build.txt"; echo "[setup] colcon build failed (full log: log/colcon_build.txt)"; exit 1; }
-fi
+bash "$ROOT/scripts/colcon.sh" --log-base "$ROOT/log" build "${COLCON_ARGS[@]}" --cmake-args -DBUILD_TESTING=OFF \
+  >"$ROOT/log/colcon_build.txt" 2>&1 \
+  || { tail -40 "$ROOT/log/colcon_build.txt"; echo "[setup] colcon build failed (full log: log/colcon_build.txt)"; exit 1; }
 echo "$ROS_MODE $PYVER" > "$ROOT/install/.ros_seg_mode"
 
 # 4. ros2 launch / param / topic / lifecycle.
