@@ -54,8 +54,9 @@ def read_official_checkpoint(path: str | Path) -> OfficialCheckpoint:
         except UnsafePickleError as exc:
             raise CheckpointError(f"{path}: {exc}") from None
         except Exception as exc:  # truncated or not a pickle at all
+            reason = " ".join(str(exc).split())  # one line (pickle's messages may span two)
             raise CheckpointError(f"cannot read {path} as a torch file or a pickle of numpy arrays "
-                                  f"({type(exc).__name__}: {exc}); is it a complete checkpoint?") from None
+                                  f"({type(exc).__name__}: {reason}); is it a complete checkpoint?") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} holds a {type(data).__name__}, not a checkpoint dictionary")
     if "state_dict" in data and "model" not in data:

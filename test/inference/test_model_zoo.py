@@ -125,6 +125,21 @@ def test_download_given_up_keeps_only_the_part_file_and_says_how_to_resume(cache
         zoo_weights(M2F_ZOO)
 
 
+def test_truncated_file_without_published_checksum_is_refused_by_name(cache: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """Panoptic SegFormer's authors publish no checksum: a file cut short fails the conversion, in one line."""
+    name = "panoptic_segformer_r50_coco_panoptic"
+    whole = tmp_path / "whole.pth"
+    torch.save({"meta": {}, "state_dict": {"backbone.conv1.weight": torch.zeros(64, 3, 7, 7)}}, whole)
+    cut = tmp_path / zoo_entry(name).file_name
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    assert main(["zoo", "pull", name, "--from-file", str(cut)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress lines
+    assert error.startswith("ros-seg zoo: error: ") and f"is not a checkpoint of zoo model '{name}'" in error
+    assert "is it a complete checkpoint?" in error
+    assert cache_files(cache) == []
+
+
 @pytest.mark.parametrize("name, message", [
     ("no_such_model", "unknown zoo model 'no_such_model': choose one of m2f_r50_cityscapes_panoptic"),
     ("proscale_r50_333_coco_panoptic", "no direct download link .* --from-file r50_proscale_3_3_3_coco.pth"),
@@ -181,6 +196,7 @@ def test_pull_resumes_verifies_converts_once_and_reuses(m2f_pickle: Path, cache:
         assert pull(dataclasses.replace(entry, url=f"{base}{path_of}"), progress=False, say=lines.append) == path
         assert len(served.requests) == 2, "a pulled model is reused: no request"
     print(f"pull of {len(payload)} bytes over loopback, one resume, convert and store: {seconds:.1f} s")
+    assert seconds < 30, "issue 24: converting a checkpoint takes under 30 s on 2 cores"
     assert path == zoo_weights(M2F_ZOO) == cache / f"{M2F_ZOO}.pt"
     assert cache_files(cache) == [f"{M2F_ZOO}.pt", f"{M2F_ZOO}.pt.sha256"], "the download is deleted once converted"
     reference = tmp_path / "convert.pt"
