@@ -8,6 +8,7 @@ fixture (../shared/fixtures/official) in the model-zoo .pkl container.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import re
@@ -18,7 +19,7 @@ import pytest
 import torch
 
 from ros_seg.cli import main
-from ros_seg.inference.model_zoo import file_digests, pull, zoo_weights
+from ros_seg.inference.model_zoo import file_digests, pull, zoo_dir, zoo_weights
 from ros_seg.inference.resumable_download import DownloadInterrupted, download_part
 from ros_seg.inference.weights_source import RANDOM_WEIGHTS, demo_checkpoint, resolve_weights
 from ros_seg.inference.zoo_catalogue import ENTRIES, ZooError, zoo_entry
@@ -140,6 +141,15 @@ def test_truncated_file_without_published_checksum_is_refused_by_name(cache: Pat
     assert cache_files(cache) == []
 
 
+def test_a_second_pull_of_the_same_model_at_once_is_refused(cache: Path) -> None:
+    zoo_dir()
+    with open(cache / f".{M2F_ZOO}.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running pull holds it
+        with pytest.raises(ZooError, match=f"another `ros-seg zoo pull {M2F_ZOO}` is running"):
+            pull(M2F_ZOO, progress=False)
+    assert cache_files(cache) == []
+
+
 @pytest.mark.parametrize("name, message", [
     ("no_such_model", "unknown zoo model 'no_such_model': choose one of m2f_r50_cityscapes_panoptic"),
     ("proscale_r50_333_coco_panoptic", "no direct download link .* --from-file r50_proscale_3_3_3_coco.pth"),
@@ -243,3 +253,6 @@ def test_panoptic_segformer_is_pulled_from_a_mirror_and_checked_by_converting(ca
     assert cache_files(cache) == [f"{name}.pt", f"{name}.pt.sha256"]
     loaded = load_model(weights=zoo_weights(name))
     assert loaded.config.name == "panoptic_segformer_r50_coco" and loaded.metadata.num_classes == 133
+    assert main(["zoo", "list", "--json", "-"]) == 0
+    listed = {row["name"]: row["cached"] for row in json.loads(capsys.readouterr().out)["models"]}
+    assert [n for n, cached in listed.items() if cached] == [name]
