@@ -18,8 +18,23 @@ ENCODINGS: dict[str, tuple[int, tuple[int, ...]]] = {
 }
 
 
+# Kinds of bad input frames, as counted in the node's diagnostics (frames_rejected_<kind>).
+IMAGE_FAULTS = ("encoding", "empty", "too_large", "layout", "format", "corrupt", "invalid")
+
+
 class ImageError(ValueError):
-    """An input image that cannot be segmented; the message says what was wrong and what to do."""
+    """An input image that cannot be segmented; the message says what was wrong and what to do.
+
+    Args:
+        message: what was wrong and what to do.
+        fault: the kind of fault, one of IMAGE_FAULTS: an unsupported encoding, an empty image, more pixels
+            than the budget, a row step or data length that does not fit the size, a compressed format other
+            than 8-bit PNG or JPEG, undecodable compressed data, or anything else.
+    """
+
+    def __init__(self, message: str, fault: str = "invalid") -> None:
+        super().__init__(message)
+        self.fault = fault
 
 
 def check_image(image: object, encoding: str) -> np.ndarray:

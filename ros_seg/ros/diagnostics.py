@@ -1,11 +1,13 @@
 """Frame statistics of the segmentation node and their diagnostic_msgs report.
 
 The node's threads count frames here (received, processed, dropped, rejected,
-failed, skipped while nobody subscribes to an output) and record each processed
-frame's latency and stage timings; once a second the node turns a snapshot
-into a DiagnosticArray for /diagnostics: input and output rates, latency
-p50/p95, stage means, counts, the last error, and the model, backend and
-device.
+failed, skipped while nobody subscribes to an output; rejections also per kind
+of fault, and refused camera_info messages) and record each processed frame's
+latency and stage timings; once a second the node turns a snapshot into a
+DiagnosticArray for /diagnostics: input and output rates, latency p50/p95,
+stage means, counts, the last error (at most ERROR_CHARS characters, so a
+hostile message cannot make every report large), and the model, backend and
+device. A failed worker makes the status ERROR for good.
 """
 from __future__ import annotations
 
@@ -17,7 +19,15 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+from ros_seg.inference.image_input import IMAGE_FAULTS
+
 LATENCY_WINDOW = 100  # frames over which latency percentiles and stage means are taken
+ERROR_CHARS = 300  # longest error text kept for reports and logs
+
+
+def bounded(text: str) -> str:
+    """`text` cut to ERROR_CHARS characters (marked with '...')."""
+    return text if len(text) <= ERROR_CHARS else text[:ERROR_CHARS] + "..."
 
 
 class FrameStatistics:
@@ -45,6 +55,9 @@ class FrameStatistics:
         self.rejected = 0
         self.failed = 0
         self.skipped = 0
+        self.rejected_by_fault = dict.fromkeys(IMAGE_FAULTS, 0)
+        self.camera_info_rejected = 0
+        self.worker_error = ""  # why the worker stopped; the node is then ending
         self._idle = False  # the newest frame was skipped: nobody subscribes
         self.last_error = ""
         self._errors_at_last_report = 0
@@ -58,17 +71,29 @@ class FrameStatistics:
             self.received += 1
             self.dropped += int(replaced_pending)
 
-    def frame_rejected(self, reason: str) -> None:
-        """A frame was bad input (encoding, size, corrupt data)."""
+    def frame_rejected(self, reason: str, fault: str) -> None:
+        """A frame was bad input; `fault` is its kind, one of IMAGE_FAULTS."""
         with self._lock:
             self.rejected += 1
-            self.last_error = reason
+            self.rejected_by_fault[fault] += 1
+            self.last_error = bounded(reason)
 
     def frame_failed(self, reason: str) -> None:
         """Segmenting or publishing a frame raised an error."""
         with self._lock:
             self.failed += 1
-            self.last_error = reason
+            self.last_error = bounded(reason)
+
+    def camera_info_refused(self, reason: str) -> None:
+        """A camera_info message could not be used (zero size); frames go on without it."""
+        with self._lock:
+            self.camera_info_rejected += 1
+            self.last_error = bounded(reason)
+
+    def worker_failed(self, reason: str) -> None:
+        """The worker thread stopped on an error it could not recover from: every later report is an ERROR."""
+        with self._lock:
+            self.worker_error = self.last_error = bounded(reason)
 
     def frame_skipped(self) -> None:
         """A frame was not segmented because nobody subscribes to any output."""
@@ -99,6 +124,8 @@ class FrameStatistics:
                 "rejected": self.rejected,
                 "failed": self.failed,
                 "skipped": self.skipped,
+                **{f"rejected_{fault}": n for fault, n in self.rejected_by_fault.items()},
+                "camera_info_rejected": self.camera_info_rejected,
             }
 
     def report(self, stamp: Time) -> DiagnosticArray:
@@ -115,7 +142,7 @@ class FrameStatistics:
             stage_means = {
                 name: float(np.mean([t[name] for t in self._timings if name in t])) for name in stage_names
             }
-            errors = self.rejected + self.failed
+            errors = self.rejected + self.failed + self.camera_info_rejected
             new_errors = errors - self._errors_at_last_report
             self._errors_at_last_report = errors
             values = {
@@ -129,10 +156,14 @@ class FrameStatistics:
                 "frames_rejected": str(self.rejected),
                 "frames_failed": str(self.failed),
                 "frames_skipped_no_subscribers": str(self.skipped),
+                **{f"frames_rejected_{fault}": str(n) for fault, n in self.rejected_by_fault.items()},
+                "camera_info_rejected": str(self.camera_info_rejected),
                 "last_error": self.last_error,
             }
             values.update({f"{name}_ms": f"{mean:.1f}" for name, mean in stage_means.items()})
-            if new_errors:
+            if self.worker_error:
+                level, message = DiagnosticStatus.ERROR, f"stopped: the worker failed: {self.worker_error}"
+            elif new_errors:
                 level, message = DiagnosticStatus.WARN, f"{new_errors} frame(s) failed or rejected: {self.last_error}"
             elif self.received == 0:
                 level, message = DiagnosticStatus.OK, "waiting for images"

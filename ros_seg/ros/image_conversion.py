@@ -19,6 +19,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from ros_seg.inference.image_input import ENCODINGS, ImageError
+from ros_seg.models.quoted_excerpt import excerpt
+from ros_seg.ros.frame_limits import check_compressed_message, check_image_message
 
 # Encodings of the images the node publishes: encoding -> (dtype, channels).
 OUTPUT_ENCODINGS: dict[str, tuple[np.dtype, int]] = {
@@ -32,42 +34,33 @@ OUTPUT_ENCODINGS: dict[str, tuple[np.dtype, int]] = {
 _DECODED_ENCODINGS = {1: "mono8", 3: "bgr8", 4: "bgra8"}
 
 
-def image_to_array(msg: Image) -> tuple[np.ndarray, str]:
+def image_to_array(msg: Image, max_pixels: int) -> tuple[np.ndarray, str]:
     """A received Image as an (H, W, C) uint8 view of its data, and its encoding.
 
-    Raises ImageError naming what is wrong: an encoding the node cannot segment,
-    a zero size, a row step shorter than a row, or data of the wrong length.
+    Raises ImageError (frame_limits.check_image_message) naming what is wrong: an
+    encoding the node cannot segment, a zero size, more than `max_pixels`
+    pixels, a row step shorter than a row, or data of the wrong length.
     """
-    encoding = msg.encoding
-    if encoding not in ENCODINGS:
-        raise ImageError(f"unsupported image encoding {encoding!r}: publish one of {', '.join(ENCODINGS)}")
+    check_image_message(msg, max_pixels)
     height, width, step = msg.height, msg.width, msg.step
-    if height == 0 or width == 0:
-        raise ImageError(f"empty image: {width}x{height} pixels")
-    channels = ENCODINGS[encoding][0]
-    row_bytes = width * channels
-    if step < row_bytes:
-        raise ImageError(f"image step {step} is shorter than one {encoding} row of {width} pixels ({row_bytes} bytes)")
-    if len(msg.data) != step * height:
-        raise ImageError(
-            f"image data has {len(msg.data)} bytes but step x height = {step} x {height} = {step * height}"
-        )
+    channels = ENCODINGS[msg.encoding][0]
     rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(height, step)  # (H, step) view
-    return rows[:, :row_bytes].reshape(height, width, channels), encoding
+    return rows[:, :width * channels].reshape(height, width, channels), msg.encoding
 
 
-def compressed_to_array(msg: CompressedImage) -> tuple[np.ndarray, str]:
-    """A received CompressedImage (jpeg, png, ...) decoded to (H, W, C) uint8, and its encoding.
+def compressed_to_array(msg: CompressedImage, max_pixels: int) -> tuple[np.ndarray, str]:
+    """A received CompressedImage (8-bit PNG or JPEG) decoded to (H, W, C) uint8, and its encoding.
 
-    Raises ImageError for data OpenCV cannot decode or for images that are not 8-bit.
+    The header is checked first (frame_limits.check_compressed_message: format,
+    size within `max_pixels`); ImageError for that or for data OpenCV cannot decode.
     """
-    if len(msg.data) == 0:
-        raise ImageError(f"compressed image ({msg.format!r}) has no data")
+    check_compressed_message(msg, max_pixels)
     decoded = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None:
-        raise ImageError(f"compressed image ({msg.format!r}, {len(msg.data)} bytes) cannot be decoded: corrupt data")
+        raise ImageError(f"compressed image ({excerpt(msg.format)}, {len(msg.data)} bytes) cannot be decoded: "
+                         "corrupt data", "corrupt")
     if decoded.dtype != np.uint8:
-        raise ImageError(f"compressed image decodes to {decoded.dtype} pixels: publish 8-bit images")
+        raise ImageError(f"compressed image decodes to {decoded.dtype} pixels: publish 8-bit images", "format")
     if decoded.ndim == 2:
         decoded = decoded[:, :, None]
     return decoded, _DECODED_ENCODINGS[decoded.shape[2]]

@@ -9,6 +9,7 @@ launch files declare one launch argument per parameter from the same table.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from ros_seg.inference.backends.torch_backend import COMPILE_MODES, PRECISIONS
 from ros_seg.inference.segmenter import BACKENDS, OUTPUT_RESOLUTIONS
 from ros_seg.inference.weights_source import RANDOM_WEIGHTS, ZOO_PREFIX, resolve_weights
 from ros_seg.models.postprocess.label_maps import SEMANTIC_RULES
+from ros_seg.models.quoted_excerpt import excerpt
 from ros_seg.models.registry import model_names
 
 INPUT_QOS = ("sensor_data", "reliable")
@@ -91,6 +93,8 @@ class StartupSettings:
     input_qos: str
     input_qos_depth: int
     use_compressed: bool
+    max_image_pixels: int
+    allow_undeclared_parameters: bool
 
 
 @dataclass(frozen=True)
@@ -122,8 +126,13 @@ def _within(low: float, high: float, integer: bool = False) -> Callable[[Any], b
 
 BOOLEAN = ("true", "false")
 MAX_RATE_HZ = 1000.0
+MIN_RATE_HZ = 0.001  # a frame every 1000 s at the least; below ~1e-10 Hz the worker's wait would overflow
 MAX_NETWORK_SIDE = 8192
 MAX_QOS_DEPTH = 100
+# 4096 x 4096: a 12 MP (4096x3000) or 4K (3840x2160) camera fits, an 8192x8192 frame (201 MB as rgb8,
+# 805 MB as the float image the model takes) does not.
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_IMAGE_PIXELS = 16384 * 16384
 
 
 def _is_model(value: Any) -> bool:
@@ -144,6 +153,10 @@ def _one_of(values: tuple[str, ...]) -> Callable[[Any], bool]:
 
 def _is_bool(value: Any) -> bool:
     return isinstance(value, bool)
+
+
+def _is_rate(value: Any) -> bool:
+    return _is_number(value) and (value == 0 or MIN_RATE_HZ <= value <= MAX_RATE_HZ)
 
 
 def parameter_specs() -> tuple[ParameterSpec, ...]:
@@ -182,7 +195,8 @@ def parameter_specs() -> tuple[ParameterSpec, ...]:
                       f"one of {', '.join(OUTPUT_RESOLUTIONS)}", _one_of(OUTPUT_RESOLUTIONS),
                       choices=tuple(OUTPUT_RESOLUTIONS)),
         ParameterSpec("max_rate_hz", 0.0, "Most frames segmented per second; 0 is unlimited.",
-                      f"a number in [0, {MAX_RATE_HZ:g}] (0: unlimited)", _within(0, MAX_RATE_HZ),
+                      f"a number in [0, {MAX_RATE_HZ:g}] (0: unlimited; otherwise at least {MIN_RATE_HZ:g})",
+                      _is_rate,
                       bounds=(0, MAX_RATE_HZ)),
         ParameterSpec("input_qos", "sensor_data", "QoS of the image subscription: best effort or reliable.",
                       f"one of {', '.join(INPUT_QOS)}", _one_of(INPUT_QOS), choices=INPUT_QOS),
@@ -190,6 +204,15 @@ def parameter_specs() -> tuple[ParameterSpec, ...]:
                       f"an integer in [1, {MAX_QOS_DEPTH}]", _within(1, MAX_QOS_DEPTH, integer=True),
                       bounds=(1, MAX_QOS_DEPTH)),
         ParameterSpec("use_compressed", False, "Subscribe to image/compressed instead of image.",
+                      "true or false", _is_bool, choices=BOOLEAN),
+        ParameterSpec("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS,
+                      "Pixel budget: a frame of more pixels (width x height; for PNG and JPEG as their header "
+                      "declares) is refused before any copy or decode, and counted in diagnostics.",
+                      f"an integer in [1, {MAX_IMAGE_PIXELS}]", _within(1, MAX_IMAGE_PIXELS, integer=True),
+                      bounds=(1, MAX_IMAGE_PIXELS)),
+        ParameterSpec("allow_undeclared_parameters", False,
+                      "Start even when given parameters the node does not declare (a shared params file); "
+                      "otherwise such a parameter (a misspelling) stops the start with the closest names.",
                       "true or false", _is_bool, choices=BOOLEAN),
         ParameterSpec("score_threshold", -1.0, "Panoptic: least score of a kept segment; negative: the model's.",
                       threshold, _within(-1, 1), runtime=True, bounds=(-1, 1)),
@@ -282,6 +305,8 @@ def read_parameters(node: Node) -> tuple[StartupSettings, RuntimeSettings]:
         input_qos=values["input_qos"],
         input_qos_depth=values["input_qos_depth"],
         use_compressed=values["use_compressed"],
+        max_image_pixels=values["max_image_pixels"],
+        allow_undeclared_parameters=values["allow_undeclared_parameters"],
     )
     runtime = RuntimeSettings(**{f: values[f] for f in RuntimeSettings.__dataclass_fields__})
     return startup, runtime
@@ -295,3 +320,25 @@ def updated_runtime_settings(current: RuntimeSettings, changes: list[Parameter])
         if param.name in specs:
             updates[param.name] = checked_value(specs[param.name], param.value)
     return replace(current, **updates)
+
+
+def undeclared_parameters(node: Node) -> list[str]:
+    """Names of the parameters given to `node` (-p, params files, overrides) that it has not declared."""
+    # rclpy keeps the values given for a node in _parameter_overrides (Humble to Kilted) and drops those
+    # never declared without a word; it has no public way to list them.
+    return sorted(name for name in node._parameter_overrides if not node.has_parameter(name))
+
+
+def refuse_undeclared_parameters(node: Node) -> None:
+    """ParameterError listing each given parameter `node` has not declared, with the closest declared names."""
+    declared = node.list_parameters([], 0).names
+    problems = []
+    for name in undeclared_parameters(node):
+        close = difflib.get_close_matches(name, declared, n=3, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        problems.append(f"{excerpt(name)}{hint}")
+    if problems:
+        raise ParameterError(
+            f"unknown parameter{'s' if len(problems) > 1 else ''} {', '.join(problems)}: not a parameter of "
+            f"{node.get_name()}; set allow_undeclared_parameters:=true to start anyway"
+        )

@@ -7,9 +7,14 @@ and `camera_info`; publishes `semantic`, `panoptic`, `segments`, `overlay`
 (only while subscribed), `segmentation_info` (transient local, once),
 `output_camera_info` (at network resolution only) and `/diagnostics`.
 
-The subscription callback only keeps the newest frame in a one-slot buffer (a
-frame replaced before it was processed counts as dropped); a worker thread
-converts, segments and publishes, so the executor never waits on inference.
+The subscription callback checks each frame's header against the pixel budget
+and its layout (frame_limits: refused frames are counted per fault, never
+copied or decoded), then keeps the newest frame in a one-slot buffer (a frame
+replaced before it was processed counts as dropped); a worker thread converts,
+segments and publishes, so the executor never waits on inference. An error in
+one frame is counted and the worker goes on; an error that stops the worker
+makes /diagnostics report ERROR and ends the node with exit code 1 and a
+one-line reason.
 With `lazy` (the default) the worker skips the model while nobody subscribes
 to an enabled output and resumes with the first subscriber; the image
 subscription stays, so diagnostics keep the input rate and count the skipped
@@ -17,6 +22,7 @@ frames.
 """
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import threading
@@ -45,7 +51,8 @@ from ros_seg.inference.segmenter import Segmenter, resolve_device
 from ros_seg.inference.visualize import panoptic_overlay, prepare_overlay
 from ros_seg.models.meta_architecture import PostprocessOptions
 from ros_seg.msg import SegmentArray, SegmentationInfo
-from ros_seg.ros.diagnostics import FrameStatistics
+from ros_seg.ros.diagnostics import FrameStatistics, bounded
+from ros_seg.ros.frame_limits import check_frame
 from ros_seg.ros.image_conversion import array_to_image, compressed_to_array, image_to_array, rgb_array
 from ros_seg.ros.message_builders import scaled_camera_info, segment_array, segmentation_info
 from ros_seg.ros.node_parameters import (
@@ -54,6 +61,8 @@ from ros_seg.ros.node_parameters import (
     StartupSettings,
     declare_node_parameters,
     read_parameters,
+    refuse_undeclared_parameters,
+    undeclared_parameters,
     updated_runtime_settings,
 )
 
@@ -71,6 +80,10 @@ LATCHED_QOS = QoSProfile(
 
 class StartupError(RuntimeError):
     """The node cannot start; the message names the parameter or file at fault."""
+
+
+class WorkerFailed(RuntimeError):
+    """The worker thread stopped on an error; raised out of the executor's spin, it ends the node."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +187,8 @@ class SegmentationWork:
         self._outputs: list = []
         self._timer = None
         self._camera_info: CameraInfo | None = None
+        self._worker_error = ""
+        self._worker_failure = self.create_guard_condition(self._on_worker_failure)
         declare_node_parameters(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -181,8 +196,12 @@ class SegmentationWork:
         """Read and check the parameters, load the model; StartupError naming the parameter or file."""
         try:
             self.settings, self.runtime = read_parameters(self)
+            if not self.settings.allow_undeclared_parameters:
+                refuse_undeclared_parameters(self)
         except ParameterError as exc:
             raise StartupError(str(exc)) from None
+        if ignored := undeclared_parameters(self):
+            self.get_logger().warning(f"ignoring parameters the node does not declare: {bounded(', '.join(ignored))}")
         self.segmenter = build_segmenter(self.settings)
         prepare_overlay(self.segmenter.metadata)
         if self.segmenter.weights is None:
@@ -270,10 +289,28 @@ class SegmentationWork:
         )
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
+        try:
+            check_frame(msg, self.settings.max_image_pixels)
+        except ImageError as exc:
+            self.statistics.frame_received(replaced_pending=False)
+            self._reject(exc)
+            return
         replaced = self._slot.put(Frame(msg, time.monotonic()))
         self.statistics.frame_received(replaced)
 
+    def _reject(self, exc: ImageError) -> None:
+        """Count and log (throttled) a bad frame."""
+        self.statistics.frame_rejected(str(exc), exc.fault)
+        self.get_logger().error(f"bad image frame: {bounded(str(exc))}", throttle_duration_sec=ERROR_LOG_PERIOD_S)
+
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        if msg.width == 0 or msg.height == 0:
+            self._camera_info = None
+            reason = (f"camera_info of {msg.width}x{msg.height} pixels cannot be scaled: output_camera_info waits "
+                      "for a camera_info with a size")
+            self.statistics.camera_info_refused(reason)
+            self.get_logger().error(reason, throttle_duration_sec=ERROR_LOG_PERIOD_S)
+            return
         self._camera_info = msg
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
@@ -289,6 +326,23 @@ class SegmentationWork:
         self._diagnostics_pub.publish(self.statistics.report(self.get_clock().now().to_msg()))
 
     def _work(self) -> None:
+        """The worker thread: serve frames; an error that escapes them is reported and ends the node."""
+        try:
+            self._serve()
+        except BaseException as exc:  # noqa: BLE001 - never a silent dead worker: reported, then the node ends
+            if not self.context.ok():
+                return
+            self._worker_error = bounded(f"{type(exc).__name__}: {exc}")
+            self.statistics.worker_failed(self._worker_error)
+            self._publish_diagnostics()
+            self._worker_failure.trigger()
+
+    def _on_worker_failure(self) -> None:
+        """In the executor: end its spin (run_node exits with code 1)."""
+        raise WorkerFailed(f"the segmentation worker stopped: {self._worker_error}")
+
+    def _serve(self) -> None:
+        """Segment the newest frame, at most max_rate_hz times a second, until the slot is closed."""
         period = 1.0 / self.settings.max_rate_hz if self.settings.max_rate_hz > 0 else 0.0
         not_before = 0.0
         while (frame := self._slot.take(not_before)) is not None:
@@ -296,15 +350,14 @@ class SegmentationWork:
             try:
                 self._process(frame)
             except ImageError as exc:
-                self.statistics.frame_rejected(str(exc))
-                self.get_logger().error(f"bad image frame: {exc}", throttle_duration_sec=ERROR_LOG_PERIOD_S)
+                self._reject(exc)
             except Exception as exc:  # noqa: BLE001 - the node keeps serving; the error is logged and reported
                 if not rclpy.ok(context=self.context):
                     return
-                self.statistics.frame_failed(f"{type(exc).__name__}: {exc}")
-                self.get_logger().error(
-                    f"segmenting a frame failed: {type(exc).__name__}: {exc}", throttle_duration_sec=ERROR_LOG_PERIOD_S
-                )
+                reason = bounded(f"{type(exc).__name__}: {exc}")
+                self.statistics.frame_failed(reason)
+                self.get_logger().error(f"segmenting a frame failed: {reason}",
+                                        throttle_duration_sec=ERROR_LOG_PERIOD_S)
 
     def _has_subscribers(self) -> bool:
         """Whether someone subscribes to an output the node would publish."""
@@ -321,7 +374,8 @@ class SegmentationWork:
             return
         t0 = time.perf_counter()
         msg = frame.msg
-        image, encoding = compressed_to_array(msg) if isinstance(msg, CompressedImage) else image_to_array(msg)
+        convert = compressed_to_array if isinstance(msg, CompressedImage) else image_to_array
+        image, encoding = convert(msg, self.settings.max_image_pixels)
         runtime = self.runtime
         defaults = self.segmenter.default_options
         options = PostprocessOptions(  # a negative parameter stands for the model's own threshold
@@ -346,7 +400,7 @@ class SegmentationWork:
             self._overlay_pub.publish(array_to_image(self._overlay(image, encoding, result, runtime.overlay_alpha),
                                                      "rgb8", header))
         camera_info = self._camera_info
-        if self.settings.output_resolution == "network" and camera_info is not None and camera_info.width > 0:
+        if self.settings.output_resolution == "network" and camera_info is not None:
             self._camera_info_pub.publish(scaled_camera_info(camera_info, height, width, header))
         t3 = time.perf_counter()
         timings = dict(result.timings)
@@ -412,9 +466,24 @@ def spin_until_shutdown(executor: Executor) -> None:
             raise
 
 
+def ros_arguments_error(exc: Exception) -> str:
+    """One line from rcl's error about the command line: the reason, without rcl's source locations."""
+    text = str(exc).removeprefix("failed to initialize rcl: ")
+    text = re.sub(r",? at \S+:\d+", "", text).replace(" Error: error not set", "")
+    return bounded(" ".join(text.split()))
+
+
 def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> int:
-    """Make the node and spin it until Ctrl-C or SIGTERM; 0, or 2 when it cannot start (StartupError)."""
-    rclpy.init(args=args)
+    """Make the node and spin it until Ctrl-C or SIGTERM: 0; 2 when it cannot start (bad ROS arguments or
+    params file, StartupError); 1 when its worker failed. Each failure is one log line, no traceback."""
+    try:
+        rclpy.init(args=args)
+    except rclpy_implementation.RCLError as exc:
+        get_logger(NODE_NAME).fatal(
+            f"cannot start: invalid ROS arguments: {ros_arguments_error(exc)} (parameters are -p NAME:=VALUE with a "
+            "YAML value, -p \"NAME:=''\" for an empty string, or --params-file FILE)"
+        )
+        return 2
     try:
         node = make_node()
     except StartupError as exc:
@@ -423,8 +492,12 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> in
         return 2
     executor = SingleThreadedExecutor()
     executor.add_node(node)
+    exit_code = 0
     try:
         spin_until_shutdown(executor)
+    except WorkerFailed as exc:
+        node.get_logger().fatal(str(exc))
+        exit_code = 1
     finally:
         # Shutting down: another SIGINT or SIGTERM (a second Ctrl-C, or launch's escalation) stops the wait
         # for the frame in progress instead of raising KeyboardInterrupt out of the worker's join.
@@ -436,11 +509,11 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> in
         # (exit code -2); ignored ones stay ignored. SIGTERM keeps its default: it still ends a hanging exit.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    return 0
+    return exit_code
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run the segmentation node until Ctrl-C or SIGTERM; 2 when it cannot start."""
+    """Run the segmentation node until Ctrl-C or SIGTERM; 2 when it cannot start, 1 when its worker failed."""
     return run_node(SegmentationNode, args)
 
 
