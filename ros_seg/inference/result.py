@@ -15,7 +15,8 @@ class Segment:
         class_id: train id of the class (index into ClassMetadata.names).
         class_name: name of the class.
         is_thing: True for countable objects, False for stuff.
-        score: confidence in [0, 1].
+        score: confidence; in [0, 1] for the MaskFormer family, Panoptic SegFormer's merge score
+            (class score x mean mask value squared, its masks unbounded) can exceed 1.
         area: number of pixels in the panoptic map.
         bbox: (x, y, width, height) in pixels of the panoptic map.
         centroid: (x, y) centre of mass in pixels.
