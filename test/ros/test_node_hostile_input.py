@@ -44,6 +44,7 @@ RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 PEAK_GROWTH_MIB = 64  # most the node's peak RSS may grow while it refuses oversized frames
 FUZZ_RAW, FUZZ_COMPRESSED = 160, 120  # frames per fuzz run
 FUZZ_SECONDS = 60.0  # bound on sending the fuzz frames and their settling in the counts
+FUZZ_SEED = 26
 
 
 def peak_rss_mib(process: subprocess.Popen) -> float:
@@ -303,7 +304,7 @@ def fuzz_compressed(rng: np.random.Generator, stamp_sec: int, huge_png: bytes) -
 
 def test_fuzzed_frames_are_all_counted_and_the_node_keeps_serving(client: Client, nodes: dict,
                                                                  huge_png: bytes) -> None:
-    rng = np.random.default_rng(26)
+    rng = np.random.default_rng(FUZZ_SEED)
     start = time.monotonic()
     sent = {RAW: [fuzz_raw(rng, 1000 + i) for i in range(FUZZ_RAW)]}
     raw_expected = Counter(expected_raw_fault(m) for m in sent[RAW])
