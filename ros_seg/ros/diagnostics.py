@@ -7,7 +7,9 @@ latency and stage timings; once a second the node turns a snapshot into a
 DiagnosticArray for /diagnostics: input and output rates, latency p50/p95,
 stage means, counts, the last error (at most ERROR_CHARS characters, so a
 hostile message cannot make every report large), and the model, backend and
-device. A failed worker makes the status ERROR for good.
+device. The status is WARN after bad input was rejected, ERROR after a frame
+failed (an exception while segmenting or publishing it; the node goes on), and
+ERROR for good once the worker stopped.
 """
 from __future__ import annotations
 
@@ -60,7 +62,9 @@ class FrameStatistics:
         self.worker_error = ""  # why the worker stopped; the node is then ending
         self._idle = False  # the newest frame was skipped: nobody subscribes
         self.last_error = ""
+        self.last_failure = ""
         self._errors_at_last_report = 0
+        self._failed_at_last_report = 0
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._timings: deque[dict[str, float]] = deque(maxlen=LATENCY_WINDOW)
         self._last_report = (time.monotonic(), 0, 0)  # (time, received, processed)
@@ -79,10 +83,10 @@ class FrameStatistics:
             self.last_error = bounded(reason)
 
     def frame_failed(self, reason: str) -> None:
-        """Segmenting or publishing a frame raised an error."""
+        """Segmenting or publishing a frame raised an error: the next report is an ERROR."""
         with self._lock:
             self.failed += 1
-            self.last_error = bounded(reason)
+            self.last_error = self.last_failure = bounded(reason)
 
     def camera_info_refused(self, reason: str) -> None:
         """A camera_info message could not be used (zero size); frames go on without it."""
@@ -144,7 +148,8 @@ class FrameStatistics:
             }
             errors = self.rejected + self.failed + self.camera_info_rejected
             new_errors = errors - self._errors_at_last_report
-            self._errors_at_last_report = errors
+            new_failures = self.failed - self._failed_at_last_report
+            self._errors_at_last_report, self._failed_at_last_report = errors, self.failed
             values = {
                 "input_rate_hz": f"{input_rate:.2f}",
                 "output_rate_hz": f"{output_rate:.2f}",
@@ -163,8 +168,10 @@ class FrameStatistics:
             values.update({f"{name}_ms": f"{mean:.1f}" for name, mean in stage_means.items()})
             if self.worker_error:
                 level, message = DiagnosticStatus.ERROR, f"stopped: the worker failed: {self.worker_error}"
+            elif new_failures:
+                level, message = DiagnosticStatus.ERROR, f"{new_failures} frame(s) failed: {self.last_failure}"
             elif new_errors:
-                level, message = DiagnosticStatus.WARN, f"{new_errors} frame(s) failed or rejected: {self.last_error}"
+                level, message = DiagnosticStatus.WARN, f"{new_errors} bad input(s) rejected: {self.last_error}"
             elif self.received == 0:
                 level, message = DiagnosticStatus.OK, "waiting for images"
             elif self._idle:

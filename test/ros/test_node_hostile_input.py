@@ -15,7 +15,7 @@ import sys
 import time
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -127,8 +127,8 @@ def client(nodes: dict[str, subprocess.Popen]) -> Iterator[Client]:
     started = c.spin_until(lambda: all(p.get_subscription_count() > 0 for p in c.pub.values())
                            and all(c.node.count_publishers(f"{n}/semantic") > 0 for n in nodes))
     assert started, "nodes did not come up: " + "".join(p.log.read_text() for p in nodes.values())
-    for name, namespace, msg in (("raw", RAW, image_msg(random_image("rgb8"), "rgb8", 1)), ("compressed", COMPRESSED,
-                                                                                          good_png(2))):
+    first_frames = {"raw": (RAW, image_msg(random_image("rgb8"), "rgb8", 1)), "compressed": (COMPRESSED, good_png(2))}
+    for name, (namespace, msg) in first_frames.items():  # until they come through: discovery is complete
         for _ in range(int(TIMEOUT)):
             c.pub[name].publish(msg)
             if c.spin_until(lambda n=namespace, m=msg: c.with_stamp(f"{n}/semantic", stamp_of(m)), timeout=2.0):
@@ -387,54 +387,70 @@ def test_bad_arguments_exit_2_with_one_line_and_no_traceback(tmp_path: Path) -> 
         assert cases[name][1] in reasons[0], log
 
 
-WORKER_FAULT = """
+WORKER_FAULTS = """
 import sys
 from dataclasses import replace
 
 from ros_seg.ros.segmentation_node import SegmentationNode, run_node
 
 
-class TooSlowRate(SegmentationNode):
-    '''max_rate_hz 1e-12 forced past the parameter check: the worker's wait for its second frame overflows.'''
+class FaultyNode(SegmentationNode):
+    # Frame 13 fails while it is segmented; max_rate_hz 1e-12, forced past the parameter check, makes the
+    # worker's wait for the frame after that overflow.
 
     def _load(self):
         super()._load()
         self.settings = replace(self.settings, max_rate_hz=1e-12)
 
+    def _process(self, frame):
+        if frame.msg.header.stamp.sec == 13:
+            raise RuntimeError("injected fault in frame 13")
+        super()._process(frame)
 
-sys.exit(run_node(TooSlowRate))
+
+sys.exit(run_node(FaultyNode))
 """
 
 
-def test_worker_failure_is_an_error_in_diagnostics_and_ends_the_node(client: Client, tmp_path: Path) -> None:
+def test_worker_faults_are_errors_in_diagnostics_and_a_dead_worker_ends_the_node(client: Client,
+                                                                               tmp_path: Path) -> None:
     namespace, log = "/worker_fault", tmp_path / "worker_fault.log"
     weights = seeded_weights(tmp_path / "pem_stdc1_seeded.pt")
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-c", WORKER_FAULT, "--ros-args", "-r", f"__ns:={namespace}", *NODE_ARGS,
+            [sys.executable, "-c", WORKER_FAULTS, "--ros-args", "-r", f"__ns:={namespace}", *NODE_ARGS,
              "-p", f"weights:={weights}"], stdout=out, stderr=subprocess.STDOUT)
+    name = f"ros_seg: segmentation_node ({namespace}/segmentation_node)"
+    statuses: list[DiagnosticStatus] = []
+
+    def seen(want: Callable[[DiagnosticStatus], bool]) -> bool:
+        statuses.extend(s for m in client.received["/diagnostics"] for s in m.status if s.name == name)
+        client.received["/diagnostics"].clear()
+        return any(want(s) for s in statuses)
+
     try:
         publisher = client.node.create_publisher(Image, f"{namespace}/image", RELIABLE)
         client.subscribe(f"{namespace}/semantic", Image)
         assert client.spin_until(lambda: publisher.get_subscription_count() > 0), log.read_text()
-        statuses: list[DiagnosticStatus] = []
-        name = f"ros_seg: segmentation_node ({namespace}/segmentation_node)"
-
-        def ended() -> bool:
-            publisher.publish(image_msg(random_image("rgb8"), "rgb8", 400))
-            statuses.extend(s for m in client.received["/diagnostics"] for s in m.status if s.name == name)
-            client.received["/diagnostics"].clear()
-            return process.poll() is not None
-
         client.received["/diagnostics"].clear()
-        assert client.spin_until(ended), log.read_text()
+        # A frame that fails: ERROR for that report, then the node goes on (OK again, still running).
+        publisher.publish(image_msg(random_image("rgb8"), "rgb8", 13))
+        assert client.spin_until(lambda: seen(lambda s: s.level == DiagnosticStatus.ERROR)), log.read_text()
+        failed = next(s for s in statuses if s.level == DiagnosticStatus.ERROR)
+        assert failed.message == "1 frame(s) failed: RuntimeError: injected fault in frame 13", failed.message
+        statuses.clear()
+        assert client.spin_until(lambda: seen(lambda s: s.level == DiagnosticStatus.OK)), log.read_text()
+        assert process.poll() is None
+        # The next frame makes the worker's wait overflow: ERROR for good, and the node ends with code 1.
+        publisher.publish(image_msg(random_image("rgb8"), "rgb8", 14))
+        assert client.spin_until(lambda: process.poll() is not None), log.read_text()
         client.spin_for(0.5)
-        statuses.extend(s for m in client.received["/diagnostics"] for s in m.status if s.name == name)
+        seen(lambda s: False)
     finally:
         stop_node(process)
     text = log.read_text()
     assert process.returncode == 1 and "Traceback" not in text, text
     fatal = [line for line in text.splitlines() if "FATAL" in line]
     assert len(fatal) == 1 and "the segmentation worker stopped: OverflowError" in fatal[0], text
-    errors = [s for s in statuses if s.level == DiagnosticStatus.ERROR]
-    assert errors and "worker failed: OverflowError" in errors[-1].message, [s.message for s in statuses]
+    assert statuses[-1].level == DiagnosticStatus.ERROR, [s.message for s in statuses]
+    assert statuses[-1].message.startswith("stopped: the worker failed: OverflowError"), statuses[-1].message
