@@ -23,16 +23,15 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ros_seg.inference.image_input import ENCODINGS, IMAGE_FAULTS
 from ros_seg.ros.diagnostics import ERROR_CHARS
-from ros_seg.ros.segmentation_node import SegmentationNode, StartupError
 
 from test_segmentation_node import (  # isort: skip
-    TIMEOUT, Client, camera_info, header, image_msg, random_image, seeded_weights, stamp_of, start_node, stop_node,
+    TIMEOUT, Client, camera_info, header, image_msg, random_image, seeded_weights, stamp_of, start_node,
+    startup_error, stop_node,
 )
 
 BUDGET = 256 * 256  # max_image_pixels of the module's nodes
@@ -352,14 +351,7 @@ def test_fuzzed_frames_are_all_counted_and_the_node_keeps_serving(client: Client
      "(did you mean 'weights'?): not a parameter of segmentation_node; set allow_undeclared_parameters:=true"),
 ], ids=["huge_depth", "tiny_rate", "misspelled"])
 def test_bad_parameter_values_and_names_refuse_the_start(values: dict, reason: str) -> None:
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        with pytest.raises(StartupError) as error:
-            SegmentationNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
-    finally:
-        rclpy.shutdown(context=context)
-    assert reason in str(error.value)
+    assert reason in startup_error(values)
 
 
 @pytest.mark.slow  # four node processes (~30 s on a loaded 2-core machine)

@@ -464,9 +464,8 @@ STARTUP_FAILURES = {
 }
 
 
-@pytest.mark.parametrize("parameter", list(STARTUP_FAILURES))
-def test_invalid_parameter_fails_at_startup(parameter: str) -> None:
-    values, allowed = STARTUP_FAILURES[parameter]
+def startup_error(values: dict[str, object]) -> str:
+    """The StartupError of a node made in this process with parameters `values`."""
     context = rclpy.Context()
     rclpy.init(context=context)
     try:
@@ -474,7 +473,14 @@ def test_invalid_parameter_fails_at_startup(parameter: str) -> None:
             SegmentationNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
     finally:
         rclpy.shutdown(context=context)
-    assert f"'{parameter}'" in str(error.value) and allowed in str(error.value)
+    return str(error.value)
+
+
+@pytest.mark.parametrize("parameter", list(STARTUP_FAILURES))
+def test_invalid_parameter_fails_at_startup(parameter: str) -> None:
+    values, allowed = STARTUP_FAILURES[parameter]
+    error = startup_error(values)
+    assert f"'{parameter}'" in error and allowed in error
 
 
 def test_startup_failure_exits_with_a_clear_message(tmp_path: Path) -> None:
