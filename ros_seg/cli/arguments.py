@@ -24,6 +24,21 @@ def image_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def weights_file(text: str) -> str:
+    """A --weights value: a file as given, or zoo:NAME resolved to its converted checkpoint in the zoo cache
+    (never downloaded here: an entry not pulled yet is an error naming `ros-seg zoo pull NAME`)."""
+    from ros_seg.inference.zoo_catalogue import ZOO_PREFIX, ZooError
+
+    if not text.startswith(ZOO_PREFIX):
+        return text
+    from ros_seg.inference.model_zoo import zoo_weights
+
+    try:
+        return str(zoo_weights(text))
+    except ZooError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def positive_rate(text: str) -> float:
     """A finite rate in RATE_RANGE (frames per second, or a speed factor)."""
     try:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ros_seg.cli.arguments import add_json_argument, image_size, write_json
+from ros_seg.cli.arguments import add_json_argument, image_size, weights_file, write_json
 from ros_seg.data.cityscapes import TASKS, CityscapesDataset
 from ros_seg.eval.split_scoring import Prediction, score_split
 from ros_seg.inference.segmenter import Segmenter
@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "JSON goes to stdout).",
     )
     p.add_argument("--model", required=True, help="model name (e.g. pem_stdc1) or config file; must match the weights")
-    p.add_argument("--weights", required=True, metavar="CKPT",
-                   help="ros_seg checkpoint (e.g. OUT/model_final.pt of ros-seg train)")
+    p.add_argument("--weights", required=True, metavar="CKPT", type=weights_file,
+                   help="ros_seg checkpoint (e.g. OUT/model_final.pt of ros-seg train), or zoo:NAME")
     p.add_argument("--data", required=True, metavar="DIR", help="Cityscapes-layout data root")
     p.add_argument("--split", default="val", help="split to score (default val)")
     p.add_argument("--task", choices=TASKS, default="panoptic",

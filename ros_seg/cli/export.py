@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ros_seg.cli.arguments import image_size
+from ros_seg.cli.arguments import image_size, weights_file
 from ros_seg.inference.onnx_export import DYNAMIC_TRACE_SIZE, export_onnx
 from ros_seg.models.load import load_model
 
@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Segmenter(weights=FILE, backend=onnxruntime|tensorrt).",
     )
     p.add_argument("--model", help="model name or config file (optional with --weights)")
-    p.add_argument("--weights", help="ros_seg checkpoint (default: random weights, for speed tests only)")
+    p.add_argument("--weights", type=weights_file,
+                   help="ros_seg checkpoint or zoo:NAME (default: random weights, for speed tests only)")
     p.add_argument("--format", required=True, choices=FORMATS, help="onnx or tensorrt (engine)")
     p.add_argument(
         "--precision",

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ros_seg.cli.arguments import positive_rate
+from ros_seg.cli.arguments import positive_rate, weights_file
 from ros_seg.eval.machine_info import machine_info
 from ros_seg.inference.backends.selection import BACKENDS
 from ros_seg.inference.backends.torch_backend import PRECISIONS
@@ -51,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("bag", metavar="BAG", help="rosbag2 folder (or a bare .mcap / .db3 file)")
     p.add_argument("--model", required=True, help="model name (e.g. pem_stdc1) or config file")
-    p.add_argument("--weights", default=None, metavar="CKPT",
-                   help="ros_seg checkpoint (or .onnx / .engine for those backends); none: random weights")
+    p.add_argument("--weights", default=None, metavar="CKPT", type=weights_file,
+                   help="ros_seg checkpoint (or .onnx / .engine for those backends), or zoo:NAME; none: random weights")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for report.json, report.md and plots")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--live", dest="mode", action="store_const", const="live",

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ros_seg.cli.arguments import image_size
+from ros_seg.cli.arguments import image_size, weights_file
 from ros_seg.inference.segmenter import Segmenter
 from ros_seg.inference.visualize import blend, colorize_panoptic, colorize_semantic
 
@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--image", help="image file (PNG/JPEG; read as RGB)")
     src.add_argument("--synthetic", action="store_true", help="generate a Cityscapes-like street scene")
     p.add_argument("--model", default=None, help="model name or config (default: the checkpoint's, else pem_stdc1)")
-    p.add_argument("--weights", help="ros_seg checkpoint (without one the model has random weights)")
+    p.add_argument("--weights", type=weights_file,
+                   help="ros_seg checkpoint, or zoo:NAME (pulled with `ros-seg zoo pull`); without one the model "
+                        "has random weights")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))

@@ -215,6 +215,23 @@ def test_pull_resumes_verifies_converts_once_and_reuses(m2f_pickle: Path, cache:
     assert pulled.config.name == "m2f_r50" and pulled.metadata.num_classes == 19
     assert all(torch.equal(a, b) for a, b in zip(pulled.model.state_dict().values(),
                                                  converted.model.state_dict().values()))
+    out = tmp_path / "segmented"
+    assert main(["segment", "--synthetic", "--size", "128x256", "--weights", f"zoo:{M2F_ZOO}", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    assert json.loads((out / "segments.json").read_text())["weights"] == str(path)
+
+
+@pytest.mark.parametrize("command", [["segment", "--synthetic", "--out", "OUT"], ["bench", "--model", "m2f_r50"],
+                                     ["eval", "--model", "m2f_r50", "--data", "DATA", "--out", "OUT"],
+                                     ["export", "--out", "OUT/m.onnx"], ["replay", "BAG", "--out", "OUT"]])
+def test_commands_take_zoo_weights_only_from_the_cache(command: list[str], capsys: pytest.CaptureFixture) -> None:
+    """--weights zoo:NAME of a model not pulled here: one line naming the pull command, nothing downloaded."""
+    with pytest.raises(SystemExit) as stopped:
+        main([*command, "--weights", f"zoo:{M2F_ZOO}"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"argument --weights: zoo model '{M2F_ZOO}' is not in the cache" in err
+    assert f"run `ros-seg zoo pull {M2F_ZOO}`" in err
 
 
 @pytest.mark.slow
