@@ -89,12 +89,14 @@ def bench_model(
     repeats: int = 10,
     channels_last: bool = False,
     compile_mode: str = "none",
+    semantic_rule: str = "authors",
 ) -> dict:
     """Time `Segmenter.segment` on a random (H, W, 3) image and the backend's model call alone (with
-    compile_mode, the warm-up runs include the compilation)."""
+    compile_mode, the warm-up runs include the compilation; `semantic_rule` as Segmenter's)."""
     seg = Segmenter(
         model=model, weights=weights, device=device, precision=precision, backend=backend,
         input_size=_export_size(backend, size), channels_last=channels_last, compile_mode=compile_mode,
+        semantic_rule=semantic_rule,
     )
     if seg.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(seg.device)
@@ -104,6 +106,7 @@ def bench_model(
         timer.run(record=i >= warmup)
     result = timer.summary(weights, repeats)
     result.update(model_complexity(seg.config, size))
+    result["semantic_rule"] = seg.default_options.semantic_rule
     result["load_average"] = {"before": load_before, "after": _load_average()}
     result["machine"] = machine_info(seg.device)
     return result
@@ -134,6 +137,7 @@ def compare_backends(
     warmup: int = 2,
     repeats: int = 10,
     channels_last: bool = False,
+    semantic_rule: str = "authors",
 ) -> dict:
     """Time the model on several backends in this process, with speedups over the first backend.
 
@@ -144,7 +148,8 @@ def compare_backends(
     image = _random_image(size)
     timers = [
         _Timer(
-            Segmenter(model, weights, device, precision, name, _export_size(name, size), channels_last=channels_last),
+            Segmenter(model, weights, device, precision, name, _export_size(name, size), channels_last=channels_last,
+                      semantic_rule=semantic_rule),
             image,
         )
         for name in backends

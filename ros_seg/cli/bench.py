@@ -6,9 +6,10 @@ import json
 
 import torch
 
-from ros_seg.cli.arguments import add_json_argument, image_size, positive_int, write_json
+from ros_seg.cli.arguments import add_json_argument, image_size, positive_int, weights_file, write_json
 from ros_seg.inference.backends.torch_backend import COMPILE_MODES
 from ros_seg.inference.segmenter import BACKENDS
+from ros_seg.models.postprocess.label_maps import SEMANTIC_RULES
 
 OPS = ("deform_conv2d", "ms_deform_attn", "cross_attention", "encoders", "train")
 
@@ -48,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--model", help="model name or config file")
     what.add_argument("--op", choices=OPS, help="operator micro-benchmark")
-    p.add_argument("--weights", help="ros_seg checkpoint (default: random weights; speed is the same)")
+    p.add_argument("--weights", type=weights_file,
+                   help="ros_seg checkpoint or zoo:NAME (default: random weights; speed is the same)")
     p.add_argument("--size", type=image_size, default=(1024, 2048), help="image HxW (default 1024x2048)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--backend", default="torch", choices=BACKENDS, help="inference backend (default torch)")
@@ -67,6 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
                    help="inference precision (--op train follows the trainer's mixed precision instead)")
     p.add_argument("--channels-last", action="store_true", help="NHWC convolutions")
+    p.add_argument("--semantic-rule", default="authors", choices=SEMANTIC_RULES,
+                   help="semantic post-processing, as the node's semantic_rule parameter: authors (mask logits "
+                   "resized, then sigmoid; the default everywhere) or fast (class scores at mask resolution, "
+                   "then resized)")
     p.add_argument(
         "--compile",
         default="none",
@@ -127,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
             warmup=args.warmup,
             repeats=args.repeats,
             channels_last=args.channels_last,
+            semantic_rule=args.semantic_rule,
         )
     else:
         from ros_seg.bench.model_latency import bench_model
@@ -142,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
             repeats=args.repeats,
             channels_last=args.channels_last,
             compile_mode=args.compile,
+            semantic_rule=args.semantic_rule,
         )
     result["command"] = "ros-seg bench " + " ".join(_argv_of(args))
     if args.json is not None:
@@ -171,4 +179,6 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
         out.append("--channels-last")
     if args.compile != "none":
         out += ["--compile", args.compile]
+    if args.semantic_rule != "authors":
+        out += ["--semantic-rule", args.semantic_rule]
     return out

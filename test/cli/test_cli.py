@@ -72,6 +72,16 @@ def test_bench_model_json(tmp_path: Path) -> None:
     assert {"p50", "p95", "mean"} <= set(out["latency_ms"])
     assert out["peak_rss_mb"] > 0 and out["machine"]["torch"]
     assert out["command"].startswith("ros-seg bench --model pem_stdc1")
+    assert out["semantic_rule"] == "authors" and "--semantic-rule" not in out["command"]
+
+
+def test_bench_times_the_fast_semantic_rule_on_request(tmp_path: Path) -> None:
+    dest = tmp_path / "bench.json"
+    assert main(["bench", "--model", "pem_stdc1", "--size", "64x96", "--warmup", "0", "--repeats", "1",
+                 "--semantic-rule", "fast", "--json", str(dest)]) == 0
+    out = json.loads(dest.read_text())
+    assert out["semantic_rule"] == "fast", "the Segmenter that was timed post-processes with the fast rule"
+    assert out["command"].endswith("--semantic-rule fast")
 
 
 def test_bench_cross_attention_op(capsys: pytest.CaptureFixture) -> None:
