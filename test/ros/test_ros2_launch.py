@@ -348,6 +348,12 @@ def test_lifecycle_node_is_driven_by_ros2_lifecycle(tmp_path: Path, listener: Li
         assert listener.spin_until(up), managed.text()
         lifecycle_transition(node, "configure", "inactive [2]")
         lifecycle_transition(node, "activate", "active [3]")
+        # Lazy inference skips frames while the node sees no subscriber of its outputs: its lifecycle
+        # publishers were made at configure, so let discovery pair them with the listener first.
+        assert listener.spin_until(lambda: all(listener.node.count_publishers(f"/managed/{output}") > 0
+                                               for output in OUTPUTS)
+                                   and listener.node.count_subscribers("/managed/image") > 0,
+                                   timeout=30), managed.text()
         publisher = publish_frames("/managed/image", [(96, 128)], 500)
         check_outputs(listener.outputs("/managed", 500), frame(96, 128, 500), 96, 128, require_segments=False)
         assert publisher.wait(timeout=60) == 0
