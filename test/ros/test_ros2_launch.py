@@ -358,7 +358,8 @@ def test_lifecycle_node_is_driven_by_ros2_lifecycle(tmp_path: Path, listener: Li
         check_outputs(listener.outputs("/managed", 500), frame(96, 128, 500), 96, 128, require_segments=False)
         assert publisher.wait(timeout=60) == 0
         lifecycle_transition(node, "deactivate", "inactive [2]")
-        assert listener.spin_until(lambda: listener.node.count_subscribers("/managed/image") == 0, timeout=10)
+        assert listener.spin_until(lambda: listener.node.count_subscribers("/managed/image") == 0, timeout=30), \
+            managed.text()
         lifecycle_transition(node, "cleanup", "unconfigured [1]")
         assert "model unloaded" in managed.text()
         nodes = psutil.Process(managed.process.pid).children(recursive=True)
