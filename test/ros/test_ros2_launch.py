@@ -166,34 +166,37 @@ def ros2_param(verb: str, *args: str) -> str:
     return done.stdout + done.stderr
 
 
-def ros2_lifecycle(verb: str, *args: str) -> str:
+def ros2_lifecycle(verb: str, *args: str, timeout: float = 30.0) -> str:
     """`ros2 lifecycle VERB ARGS` without the daemon, asked again while discovery has not found the node."""
     for _ in range(5):
-        done = ros2("lifecycle", verb, *args, "--no-daemon", "--spin-time", "1", timeout=30)
+        done = ros2("lifecycle", verb, *args, "--no-daemon", "--spin-time", "1", timeout=timeout)
         if "Node not found" not in done.stdout + done.stderr:
             break
     return done.stdout + done.stderr
 
 
-def lifecycle_transition(node: str, transition: str, goal: str) -> None:
+def lifecycle_transition(node: str, transition: str, goal: str, deadline: float = 240.0) -> None:
     """`ros2 lifecycle set NODE TRANSITION` until `ros2 lifecycle get` reports `goal`.
 
-    The CLI sends its request as soon as the change_state service looks ready
-    and then waits for the answer without a time limit. While discovery is still
+    The CLI sends its request as soon as the service looks ready and then
+    waits for the answer without a time limit. While discovery is still
     matching the request and response topics, the request or the answer can be
     lost, and the CLI waits for ever (seen in 2 of 7 runs on a loaded 2-core
-    machine). So the call is timed out, the node's state asked (a node blocked in
-    a transition would not answer that either), and a lost request sent again.
+    machine; `get` has the same pattern). So every call is timed out, the
+    node's state asked, and a lost request sent again, until `deadline`
+    seconds have passed: a node stuck in a transition fails the test then.
     """
     answers = []
-    for _ in range(3):
-        try:
-            answers.append(ros2_lifecycle("set", node, transition))
-        except subprocess.TimeoutExpired:
-            answers.append("(no answer within 30 s)")
-        if "Transitioning successful" in answers[-1] or goal in ros2_lifecycle("get", node):
-            return
-    raise AssertionError(f"{node} did not reach {goal} with {transition!r}: {answers}")
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        for verb, args in (("set", (node, transition)), ("get", (node,))):
+            try:
+                answers.append(f"{verb}: " + ros2_lifecycle(verb, *args, timeout=45))
+            except subprocess.TimeoutExpired:
+                answers.append(f"{verb}: (no answer within 45 s)")
+            if "Transitioning successful" in answers[-1] or goal in answers[-1]:
+                return
+    raise AssertionError(f"{node} did not reach {goal} with {transition!r} in {deadline:.0f} s: {answers}")
 
 
 @pytest.fixture(scope="module")
