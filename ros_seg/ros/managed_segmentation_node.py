@@ -27,7 +27,6 @@ import torch
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from ros_seg.ros.node_parameters import ParameterError
 from ros_seg.ros.segmentation_node import NODE_NAME, SegmentationWork, StartupError, run_node
 
 
@@ -44,10 +43,7 @@ class ManagedSegmentationNode(SegmentationWork, LifecycleNode):
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs) -> None:
         super().__init__(node_name, **kwargs)
-        try:
-            self._prepare()
-        except ParameterError as exc:
-            raise StartupError(str(exc)) from None
+        self._prepare()
         autostart = self.declare_parameter(
             "autostart", True, ParameterDescriptor(description="Configure and activate at start.", read_only=True)
         ).value

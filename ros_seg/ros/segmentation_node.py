@@ -176,7 +176,7 @@ class SegmentationWork:
     """
 
     def _prepare(self) -> None:
-        """Declare the parameters (ParameterError for a bad value) and the parameter-change callback."""
+        """Declare the parameters (StartupError for a bad value) and the parameter-change callback."""
         self.settings: StartupSettings | None = None
         self.runtime: RuntimeSettings | None = None
         self.segmenter: Segmenter | None = None
@@ -189,7 +189,10 @@ class SegmentationWork:
         self._camera_info: CameraInfo | None = None
         self._worker_error = ""
         self._worker_failure = self.create_guard_condition(self._on_worker_failure)
-        declare_node_parameters(self)
+        try:
+            declare_node_parameters(self)
+        except ParameterError as exc:
+            raise StartupError(str(exc)) from None
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def _load(self) -> None:
@@ -432,10 +435,7 @@ class SegmentationNode(SegmentationWork, Node):
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs) -> None:
         super().__init__(node_name, **kwargs)
-        try:
-            self._prepare()
-        except ParameterError as exc:
-            raise StartupError(str(exc)) from None
+        self._prepare()
         self._load()
         self._open_outputs(self.create_publisher)
         topic = self._open_input()
