@@ -13,6 +13,8 @@ from torch import Tensor
 from ros_seg.bench.deform_conv_speed import bench_deform_conv2d
 from ros_seg.ops import DeformConv2d, deform_conv2d, deform_conv2d_reference, register_cuda_kernel
 
+from kernel_recording import recorded_kernel_calls
+
 # The package exports the function under the module's own name, so fetch the module explicitly.
 deform_module = importlib.import_module("ros_seg.ops.deform_conv_reference")
 
@@ -356,16 +358,9 @@ def test_too_small_input_raises_value_error() -> None:
 
 @pytest.fixture
 def recording_kernel() -> Iterator[list[tuple]]:
-    """Register a CUDA kernel that records its arguments; restore the previous kernel afterwards."""
-    calls: list[tuple] = []
-
-    def kernel(*arguments: object) -> Tensor:
-        calls.append(arguments)
-        return torch.full((1,), 7.0)
-
-    previous = register_cuda_kernel(kernel)
-    yield calls
-    register_cuda_kernel(previous)
+    """A registered CUDA kernel that records its arguments; the previous kernel restored afterwards."""
+    with recorded_kernel_calls(register_cuda_kernel) as calls:
+        yield calls
 
 
 def test_cpu_tensors_never_use_the_cuda_kernel(recording_kernel: list[tuple]) -> None:

@@ -13,6 +13,8 @@ from ros_seg.models.ms_deform_attn_module import MSDeformAttn
 from ros_seg.ops import ms_deform_attn, ms_deform_attn_reference, register_ms_deform_attn_kernel
 from ros_seg.ops.ms_deform_attn_onnx import ms_deform_attn_grid_sample
 
+from kernel_recording import recorded_kernel_calls
+
 SHAPES = [(3, 4), (2, 3), (1, 2)]
 
 
@@ -250,16 +252,9 @@ def test_layer_keeps_locations_float32_under_autocast(monkeypatch: pytest.Monkey
 
 @pytest.fixture
 def recording_kernel() -> Iterator[list[tuple]]:
-    """Register a CUDA kernel that records its arguments; restore the previous kernel afterwards."""
-    calls: list[tuple] = []
-
-    def kernel(*arguments: Tensor) -> Tensor:
-        calls.append(arguments)
-        return torch.full((1,), 7.0)
-
-    previous = register_ms_deform_attn_kernel(kernel)
-    yield calls
-    register_ms_deform_attn_kernel(previous)
+    """A registered CUDA kernel that records its arguments; the previous kernel restored afterwards."""
+    with recorded_kernel_calls(register_ms_deform_attn_kernel) as calls:
+        yield calls
 
 
 def test_cpu_tensors_never_use_the_cuda_kernel(recording_kernel: list[tuple]) -> None:
